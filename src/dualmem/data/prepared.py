@@ -1,0 +1,52 @@
+"""The prepared arrays written by the `prepare` stage and read by every later stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dualmem import paths
+from dualmem.data.sources import Dataset
+from dualmem.errors import DataError
+
+
+def prepared_file(name: str) -> Path:
+    return paths.PREPARED_DIR / f"{name}.npz"
+
+
+def save_dataset(dataset: Dataset, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(
+        tmp,
+        name=np.array(dataset.name),
+        x_train=dataset.x_train,
+        y_train=dataset.y_train,
+        x_test=dataset.x_test,
+        y_test=dataset.y_test,
+        scale=np.array(dataset.scale),
+        image_shape=np.array(dataset.image_shape),
+    )
+    tmp.replace(path)
+
+
+def load_dataset(path: Path) -> Dataset:
+    if not path.exists():
+        raise DataError(f"prepared data {path} is missing; fix: run `dvc repro prepare`")
+    with np.load(path) as npz:
+        return Dataset(
+            str(npz["name"]),
+            npz["x_train"],
+            npz["y_train"],
+            npz["x_test"],
+            npz["y_test"],
+            float(npz["scale"]),
+            tuple(int(v) for v in npz["image_shape"]),
+        )
+
+
+def as_float(codes: np.ndarray, scale: float) -> torch.Tensor:
+    """uint8 codes -> float32 tensor in [0, 1]."""
+    return torch.from_numpy(codes.astype(np.float32) * np.float32(scale))

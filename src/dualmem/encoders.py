@@ -1,0 +1,147 @@
+"""The MLP encoder and its training under the leakage rule.
+
+Protocol modes (params `encoder.mode`):
+- `first_task`: trained, supervised, on the first task of the stream only — data every learner is
+  allowed to have seen before the stream starts;
+- `random`: a randomly initialised, untrained encoder.
+Either way, no encoder parameter is ever fit on a class the stream has not revealed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from dualmem.data.stream import Stream
+from dualmem.errors import LeakageError
+from dualmem.params import Section
+from dualmem.seeding import derive_seed, seeded_generator
+
+ENCODER_MODES = ("first_task", "random")
+
+
+@dataclass(frozen=True)
+class EncoderParams:
+    hidden: list[int]
+    mode: str
+    epochs: int
+    lr: float
+    batch_size: int
+
+    @classmethod
+    def from_params(cls, params: dict) -> EncoderParams:
+        s = Section.of(params, "encoder")
+        return cls(
+            hidden=s.int_list("hidden", minimum=1, unique=False),
+            mode=s.choice("mode", ENCODER_MODES),
+            epochs=s.integer("epochs", minimum=1),
+            lr=s.number("lr", minimum=0.0),
+            batch_size=s.integer("batch_size", minimum=1),
+        )
+
+
+class Encoder(nn.Module):
+    """784-400-400 ReLU MLP by default; `out_dim` is the width of the last hidden layer."""
+
+    def __init__(self, n_in: int, hidden: list[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = n_in
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.net = nn.Sequential(*layers)
+        self.n_in = n_in
+        self.hidden = list(hidden)
+        self.out_dim = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        was_training = self.training
+        self.eval()
+        out = torch.cat([self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else \
+            torch.empty(0, self.out_dim)
+        self.train(was_training)
+        return out
+
+
+def new_encoder(n_in: int, hidden: list[int], *seed_parts: object) -> Encoder:
+    torch.manual_seed(derive_seed("encoder-init", *seed_parts))
+    return Encoder(n_in, hidden)
+
+
+def check_classes(y: torch.Tensor, allowed: set[int], who: str) -> None:
+    seen = set(torch.unique(y).tolist())
+    if not seen <= allowed:
+        raise LeakageError(f"{who} was given classes {sorted(seen - allowed)} before the protocol reveals them")
+
+
+def fit_encoder(
+    encoder: Encoder,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    allowed_classes: set[int],
+    cfg: EncoderParams,
+    seed: int,
+    progress: bool = True,
+) -> None:
+    """Supervised training with a throw-away head over the allowed classes only."""
+    check_classes(y, allowed_classes, "encoder training")
+    classes = sorted(allowed_classes)
+    remap = torch.full((int(max(classes)) + 1,), -1, dtype=torch.long)
+    remap[torch.tensor(classes)] = torch.arange(len(classes))
+    head = nn.Linear(encoder.out_dim, len(classes))
+    optimiser = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=cfg.lr)
+    generator = seeded_generator("encoder-batches", seed)
+    encoder.train()
+    for _ in tqdm(range(cfg.epochs), desc="encoder", disable=not progress, leave=False):
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(order), cfg.batch_size):
+            rows = order[start : start + cfg.batch_size]
+            loss = nn.functional.cross_entropy(head(encoder(x[rows])), remap[y[rows]])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    encoder.eval()
+
+
+def train_stream_encoder(stream: Stream, cfg: EncoderParams, progress: bool = True) -> tuple[Encoder, list[int]]:
+    """The encoder a stream's learners start from, and the classes it was fit on."""
+    encoder = new_encoder(stream.dataset.n_features, cfg.hidden, stream.name, stream.seed)
+    if cfg.mode == "random":
+        return encoder.eval(), []
+    first = stream.task(0)
+    fit_encoder(encoder, first.x, first.y, set(first.classes), cfg, stream.seed, progress)
+    return encoder, list(first.classes)
+
+
+def save_encoder(encoder: Encoder, fitted_classes: list[int], cfg: EncoderParams, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "state": encoder.state_dict(),
+        "n_in": encoder.n_in,
+        "hidden": encoder.hidden,
+        "fitted_classes": fitted_classes,
+        "params": asdict(cfg),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_encoder(path: Path) -> tuple[Encoder, list[int]]:
+    from dualmem.errors import DataError
+
+    if not path.exists():
+        raise DataError(f"encoder {path} is missing; fix: run `dvc repro train_encoder`")
+    payload = torch.load(path, weights_only=True)
+    encoder = Encoder(payload["n_in"], payload["hidden"])
+    encoder.load_state_dict(payload["state"])
+    return encoder.eval(), list(payload["fitted_classes"])

@@ -1,0 +1,1 @@
+"""Test protocols, one module each."""

@@ -1,0 +1,1 @@
+"""The fast episodic memory and the slow semantic memory of the dual-memory learner."""

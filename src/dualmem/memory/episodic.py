@@ -1,0 +1,128 @@
+"""Fast episodic memory: one-shot writes of L2-normalised feature vectors with their labels, and a
+similarity-weighted k-nearest-neighbour readout.
+
+With an item budget, a full memory evicts from its largest class the oldest item (class-balanced
+FIFO), so every class keeps an equal share. Items written from the stream keep their id into the
+training set, so a saved state need not carry the vectors (they are re-encoded on load).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+QUERY_CHUNK = 1024
+
+
+@dataclass
+class Readout:
+    probs: torch.Tensor  # (n, n_classes)
+    familiarity: torch.Tensor  # (n,) mean cosine similarity of the k nearest items
+    kth_similarity: torch.Tensor  # (n,) cosine similarity of the k-th nearest item
+
+
+class EpisodicMemory:
+    def __init__(self, dim: int, n_classes: int, k: int, temperature: float, budget: int | None = None):
+        self.dim, self.n_classes, self.k, self.temperature, self.budget = dim, n_classes, k, temperature, budget
+        self.keys = torch.empty(0, dim)
+        self.labels = torch.empty(0, dtype=torch.long)
+        self.ids = np.empty(0, dtype=np.int64)
+        self.written_at = np.empty(0, dtype=np.int64)
+        self.clock = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def write(self, features: torch.Tensor, labels: torch.Tensor, ids: np.ndarray | None = None) -> None:
+        """One-shot write; `ids` are the items' indices in the training set (-1 where none)."""
+        n = len(labels)
+        ids = np.full(n, -1, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+        self.keys = torch.cat([self.keys, F.normalize(features.detach().float(), dim=1)])
+        self.labels = torch.cat([self.labels, labels.long()])
+        self.ids = np.concatenate([self.ids, ids])
+        self.written_at = np.concatenate([self.written_at, self.clock + np.arange(n)])
+        self.clock += n
+        if self.budget is not None and len(self) > self.budget:
+            self._evict(len(self) - self.budget)
+
+    def _evict(self, n_evict: int) -> None:
+        keep = np.ones(len(self), dtype=bool)
+        labels = self.labels.numpy()
+        counts = np.bincount(labels, minlength=self.n_classes)
+        for _ in range(n_evict):
+            victim_class = int(np.argmax(counts))
+            rows = np.flatnonzero(keep & (labels == victim_class))
+            keep[rows[np.argmin(self.written_at[rows])]] = False
+            counts[victim_class] -= 1
+        self._select(keep)
+
+    def _select(self, keep: np.ndarray) -> None:
+        rows = torch.from_numpy(np.flatnonzero(keep))
+        self.keys, self.labels = self.keys[rows], self.labels[rows]
+        self.ids, self.written_at = self.ids[keep], self.written_at[keep]
+
+    @torch.no_grad()
+    def read(self, features: torch.Tensor, k: int | None = None) -> Readout:
+        if len(self) == 0:
+            raise RuntimeError("read from an empty episodic memory")
+        k = min(k or self.k, len(self))
+        queries = F.normalize(features.float(), dim=1)
+        probs, familiarity, kth = [], [], []
+        for start in range(0, len(queries), QUERY_CHUNK):
+            sims, rows = (queries[start : start + QUERY_CHUNK] @ self.keys.T).topk(k, dim=1)
+            weights = torch.softmax(sims / self.temperature, dim=1)
+            p = torch.zeros(len(sims), self.n_classes).scatter_add_(1, self.labels[rows], weights)
+            probs.append(p)
+            familiarity.append(sims.mean(1))
+            kth.append(sims[:, -1])
+        return Readout(torch.cat(probs), torch.cat(familiarity), torch.cat(kth))
+
+    @torch.no_grad()
+    def self_familiarity(self, n_probe: int, generator: torch.Generator) -> torch.Tensor:
+        """Leave-one-out familiarity of up to n_probe stored items: how familiar a stored item would
+        look if it had not been stored. The readout gate is calibrated on it."""
+        probe = torch.randperm(len(self), generator=generator)[:n_probe]
+        k = min(self.k, len(self) - 1)
+        if k < 1:
+            return torch.ones(len(probe))
+        sims = self.keys[probe] @ self.keys.T
+        sims[torch.arange(len(probe)), probe] = -2.0
+        return sims.topk(k, dim=1).values.mean(1)
+
+    def class_balanced_sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """n items drawn with equal probability per stored class (uniform within a class)."""
+        classes, inverse, counts = torch.unique(self.labels, return_inverse=True, return_counts=True)
+        weights = (1.0 / counts.float())[inverse]
+        rows = torch.multinomial(weights, n, replacement=True, generator=generator)
+        return self.keys[rows], self.labels[rows]
+
+    def nbytes(self) -> int:
+        """Bytes the memory holds: float32 keys plus an int64 label per item."""
+        return len(self) * (self.dim * 4 + 8)
+
+    def state_dict(self) -> dict[str, Any]:
+        by_id = bool(len(self)) and bool((self.ids >= 0).all())
+        return {
+            "labels": self.labels,
+            "ids": torch.from_numpy(self.ids),
+            "written_at": torch.from_numpy(self.written_at),
+            "clock": self.clock,
+            "keys": None if by_id else self.keys,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], encode_ids: Any) -> None:
+        """`encode_ids(ids) -> features` re-creates keys for states saved by id."""
+        self.labels = state["labels"]
+        self.ids = state["ids"].numpy()
+        self.written_at = state["written_at"].numpy()
+        self.clock = int(state["clock"])
+        if state["keys"] is not None:
+            self.keys = state["keys"]
+        elif len(self.ids):
+            self.keys = F.normalize(encode_ids(self.ids), dim=1)
+        else:
+            self.keys = torch.empty(0, self.dim)

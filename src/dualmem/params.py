@@ -1,0 +1,148 @@
+"""Loading and validating params.yaml.
+
+Every value a user may change lives in params.yaml. Each stage reads the sections it needs through
+`Section`, whose typed getters fail with a ParamsError that names the full key and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dualmem.errors import ParamsError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(str(path), "does not exist", "run from the repository root or pass --params")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise ParamsError(str(path), f"is not valid YAML{where}", "correct the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise ParamsError(str(path), "must be a mapping of sections", "see the README for the layout")
+    return data
+
+
+def params_hash(params: Mapping[str, Any]) -> str:
+    blob = json.dumps(params, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+class Section:
+    """A validated view on one (possibly nested) mapping of params.yaml."""
+
+    def __init__(self, data: Any, prefix: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ParamsError(prefix, "must be a mapping", f"write '{prefix}:' as a section of keys")
+        self.data = data
+        self.prefix = prefix
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any], key: str) -> Section:
+        node: Any = params
+        for i, part in enumerate(key.split(".")):
+            if not isinstance(node, Mapping) or part not in node:
+                missing = ".".join(key.split(".")[: i + 1])
+                raise ParamsError(missing, "is missing", "add it to params.yaml (see the README)")
+            node = node[part]
+        return cls(node, key)
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    def raw(self, name: str, default: Any = ...) -> Any:
+        if name not in self.data:
+            if default is ...:
+                raise ParamsError(self.key(name), "is missing", "add it to params.yaml")
+            return default
+        return self.data[name]
+
+    def section(self, name: str) -> Section:
+        return Section(self.raw(name), self.key(name))
+
+    def integer(self, name: str, minimum: int | None = None, default: Any = ...) -> int:
+        value = self.raw(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(self.key(name), f"must be an integer, got {value!r}", "write a whole number")
+        if minimum is not None and value < minimum:
+            raise ParamsError(self.key(name), f"must be >= {minimum}, got {value}", f"use a value >= {minimum}")
+        return value
+
+    def optional_integer(self, name: str, minimum: int | None = None) -> int | None:
+        if self.raw(name, None) is None:
+            return None
+        return self.integer(name, minimum)
+
+    def number(
+        self, name: str, minimum: float | None = None, maximum: float | None = None, default: Any = ...
+    ) -> float:
+        value = self.raw(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParamsError(self.key(name), f"must be a number, got {value!r}", "write a number")
+        if minimum is not None and value < minimum:
+            raise ParamsError(self.key(name), f"must be >= {minimum}, got {value}", f"use a value >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise ParamsError(self.key(name), f"must be <= {maximum}, got {value}", f"use a value <= {maximum}")
+        return float(value)
+
+    def boolean(self, name: str, default: Any = ...) -> bool:
+        value = self.raw(name, default)
+        if not isinstance(value, bool):
+            raise ParamsError(self.key(name), f"must be true or false, got {value!r}", "write true or false")
+        return value
+
+    def string(self, name: str, default: Any = ...) -> str:
+        value = self.raw(name, default)
+        if not isinstance(value, str) or not value:
+            raise ParamsError(self.key(name), f"must be a non-empty string, got {value!r}", "write a name")
+        return value
+
+    def choice(self, name: str, options: Iterable[str], default: Any = ...) -> str:
+        options = list(options)
+        value = self.raw(name, default)
+        if value not in options:
+            raise ParamsError(
+                self.key(name), f"is {value!r}, not one of {options}", f"use one of: {', '.join(options)}"
+            )
+        return value
+
+    def int_list(self, name: str, minimum: int | None = None, unique: bool = True) -> list[int]:
+        value = self.raw(name)
+        fix = "write a non-empty list of integers, e.g. [0, 1, 2]"
+        if not isinstance(value, list) or not value:
+            raise ParamsError(self.key(name), f"must be a non-empty list of integers, got {value!r}", fix)
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise ParamsError(self.key(name), f"holds {item!r}, which is not an integer", fix)
+            if minimum is not None and item < minimum:
+                raise ParamsError(self.key(name), f"holds {item}, below {minimum}", f"use values >= {minimum}")
+        if unique and len(set(value)) != len(value):
+            raise ParamsError(self.key(name), "holds duplicates", "list each value once")
+        return list(value)
+
+    def names(self, name: str, allowed: Iterable[str]) -> list[str]:
+        allowed = list(allowed)
+        value = self.raw(name)
+        if not isinstance(value, list) or not value:
+            raise ParamsError(
+                self.key(name), f"must be a non-empty list, got {value!r}", f"list some of: {', '.join(allowed)}"
+            )
+        for item in value:
+            if item not in allowed:
+                raise ParamsError(
+                    self.key(name), f"names unknown {item!r}", f"use only: {', '.join(allowed)}"
+                )
+        if len(set(value)) != len(value):
+            raise ParamsError(self.key(name), "holds duplicates", "list each name once")
+        return list(value)

@@ -1,0 +1,45 @@
+"""Where things live on disk. Every stage and the library derive paths from here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_DIR = Path("data")
+PREPARED_DIR = DATA_DIR / "prepared"
+MANIFEST_DIR = PREPARED_DIR / "manifests"
+MODELS_DIR = Path("models")
+ENCODER_DIR = MODELS_DIR / "encoders"
+WAKE_DIR = MODELS_DIR / "wake"
+SLEEP_DIR = MODELS_DIR / "sleep"
+METRICS_DIR = Path("metrics")
+PLOTS_DIR = Path("plots")
+REPORTS_DIR = Path("reports")
+
+
+def repo_root() -> Path:
+    """The real repository root, also from inside a queued DVC experiment's temp copy."""
+    dvc_root = os.environ.get("DVC_ROOT")
+    if dvc_root:
+        return Path(dvc_root).resolve()
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "dvc.yaml").exists() or (candidate / ".git").exists():
+            return candidate
+    return here
+
+
+def manifest_path(seed: int) -> Path:
+    return MANIFEST_DIR / f"seed_{seed}.json"
+
+
+def encoder_path(stream: str, seed: int) -> Path:
+    return ENCODER_DIR / stream / f"seed_{seed}.pt"
+
+
+def wake_state_path(stream: str, learner: str, seed: int, task: int) -> Path:
+    return WAKE_DIR / stream / learner / f"seed_{seed}" / f"task_{task}.pt"
+
+
+def sleep_state_path(stream: str, learner: str, seed: int, task: int) -> Path:
+    return SLEEP_DIR / stream / learner / f"seed_{seed}" / f"task_{task}.pt"

@@ -1,0 +1,77 @@
+"""Building learners and moving their states between stages (wake -> sleep -> evaluation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dualmem import paths
+from dualmem.data.prepared import load_dataset, prepared_file
+from dualmem.data.splits import read_manifest
+from dualmem.data.stream import Stream
+from dualmem.encoders import load_encoder
+from dualmem.errors import DataError, ParamsError
+from dualmem.learners import REGISTRY, Learner, LearnerContext
+from dualmem.params import Section
+
+
+def learner_names(params: dict) -> list[str]:
+    return Section.of(params, "run").names("learners", REGISTRY)
+
+
+def seeds_of(params: dict, key: str = "run.seeds") -> list[int]:
+    section, name = key.rsplit(".", 1)
+    return Section.of(params, section).int_list(name, minimum=0)
+
+
+def learner_section(params: dict, name: str) -> Section:
+    if name not in REGISTRY:
+        raise ParamsError("run.learners", f"names unknown learner {name!r}", f"use one of: {', '.join(REGISTRY)}")
+    return Section.of(params, f"learners.{name}")
+
+
+def validate_learners(params: dict) -> list[str]:
+    names = learner_names(params)
+    for name in names:
+        REGISTRY[name].validate(learner_section(params, name))
+    return names
+
+
+def open_stream(params: dict, name: str, seed: int) -> Stream:
+    del params  # the prepared data already reflects the data params
+    return Stream(load_dataset(prepared_file("main")), read_manifest(seed), name)
+
+
+def build_learner(params: dict, name: str, stream: Stream) -> Learner:
+    encoder, _ = load_encoder(paths.encoder_path(stream.name, stream.seed))
+    ctx = LearnerContext(encoder, stream.n_classes, stream.seed, stream.x_train)
+    return REGISTRY[name](learner_section(params, name), ctx)
+
+
+def save_state(learner: Learner, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"learner": learner.name, "state": learner.state_dict(), "memory": learner.memory_cost()}
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def final_state_path(name: str, stream: str, seed: int, task: int) -> Path:
+    """The state after task `task`: consolidated for learners with a sleep phase, wake otherwise."""
+    if REGISTRY[name].has_sleep:
+        return paths.sleep_state_path(stream, name, seed, task)
+    return paths.wake_state_path(stream, name, seed, task)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise DataError(f"learner state {path} is missing; fix: run `dvc repro` (sequential/consolidate)")
+    return torch.load(path, weights_only=False)
+
+
+def load_learner_state(learner: Learner, path: Path) -> dict[str, int]:
+    payload = read_state(path)
+    learner.load_state_dict(payload["state"])
+    return payload["memory"]

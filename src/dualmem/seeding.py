@@ -1,0 +1,23 @@
+"""Deterministic seeding: same params and seed give identical results on the same machine."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 31-bit seed from any parts (strings, ints), independent of PYTHONHASHSEED."""
+    blob = "/".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def seeded_generator(*parts: object) -> torch.Generator:
+    generator = torch.Generator()
+    generator.manual_seed(derive_seed(*parts))
+    return generator
+
+
+def set_global_determinism() -> None:
+    torch.use_deterministic_algorithms(True)
