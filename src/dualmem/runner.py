@@ -26,6 +26,11 @@ def seeds_of(params: dict, key: str = "run.seeds") -> list[int]:
     return Section.of(params, section).int_list(name, minimum=0)
 
 
+def stream_seeds(params: dict, stream: str) -> list[int]:
+    """Seeds a stream is run for: run.seeds (continual) or protocol.openworld.seeds (openworld)."""
+    return seeds_of(params, "run.seeds" if stream == "continual" else "protocol.openworld.seeds")
+
+
 def learner_section(params: dict, name: str) -> Section:
     if name not in REGISTRY:
         raise ParamsError("run.learners", f"names unknown learner {name!r}", f"use one of: {', '.join(REGISTRY)}")

@@ -50,3 +50,19 @@ def load_dataset(path: Path) -> Dataset:
 def as_float(codes: np.ndarray, scale: float) -> torch.Tensor:
     """uint8 codes -> float32 tensor in [0, 1]."""
     return torch.from_numpy(codes.astype(np.float32) * np.float32(scale))
+
+
+def resize_codes(codes: np.ndarray, scale: float, src: tuple[int, int], dst: tuple[int, int],
+                 dst_scale: float) -> np.ndarray:
+    """Area-resize flat uint8 images from shape `src` to `dst` and re-quantise to dst's code scale."""
+    images = torch.from_numpy(codes.reshape(-1, 1, *src).astype(np.float32) * scale)
+    if tuple(src) != tuple(dst):
+        images = torch.nn.functional.interpolate(images, size=dst, mode="area")
+    return np.clip(np.rint(images.reshape(len(codes), -1).numpy() / dst_scale), 0, 255).astype(np.uint8)
+
+
+def load_auxiliary(name: str) -> Dataset | None:
+    """An auxiliary dataset prepared alongside the main one (e.g. fashion_mnist), or None when its
+    source was not installed at prepare time. Already resized to the main dataset's image shape."""
+    path = prepared_file(name)
+    return load_dataset(path) if path.exists() else None
