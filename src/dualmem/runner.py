@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import torch
 
 from dualmem import paths
 from dualmem.data.prepared import load_dataset, prepared_file
+from dualmem.data.sources import Dataset
 from dualmem.data.splits import read_manifest
 from dualmem.data.stream import Stream
 from dualmem.encoders import load_encoder
@@ -44,9 +46,16 @@ def validate_learners(params: dict) -> list[str]:
     return names
 
 
+@lru_cache(maxsize=1)
+def prepared_dataset() -> Dataset:
+    """The prepared main dataset (loaded once per process). Stages call it first, so a missing
+    input fails before any work starts."""
+    return load_dataset(prepared_file("main"))
+
+
 def open_stream(params: dict, name: str, seed: int) -> Stream:
     del params  # the prepared data already reflects the data params
-    return Stream(load_dataset(prepared_file("main")), read_manifest(seed), name)
+    return Stream(prepared_dataset(), read_manifest(seed), name)
 
 
 def build_learner(params: dict, name: str, stream: Stream) -> Learner:

@@ -7,6 +7,7 @@ task i, single head over all classes), and the metrics of `dualmem.metrics` on i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,7 +15,9 @@ import torch
 from dualmem.data.stream import Stream
 from dualmem.learners import Learner
 from dualmem.metrics import average_accuracy_curve, continual_metrics
+from dualmem.results import Row, TestResults
 from dualmem.runner import build_learner, final_state_path, load_learner_state
+from dualmem.stats import summarize
 
 STREAM = "continual"
 
@@ -52,3 +55,45 @@ def evaluate_learner(params: dict, name: str, stream: Stream) -> ContinualResult
         for j, (x, y) in enumerate(tests):
             R[i, j] = accuracy(learner, x, y)
     return ContinualResult(name, stream.seed, R, continual_metrics(R), memory)
+
+
+TEST_LABEL = "1 Continual (class-incremental)"
+
+
+def continual_rows() -> list[Row]:
+    return [
+        Row(TEST_LABEL, "retention", "Retention", True, {"dualmem": "0.980 ± 0.005", "finetune": "0.006 ± 0.006"}),
+        Row(TEST_LABEL, "final_accuracy", "Final average accuracy", True),
+        Row(TEST_LABEL, "forgetting", "Forgetting", False),
+        Row(TEST_LABEL, "backward_transfer", "Backward transfer", True, in_table=False),
+    ]
+
+
+def describe(params: dict, runs: list[ContinualResult]) -> str:
+    n_tasks = runs[0].R.shape[0] if runs else 0
+    return (f"{params['data']['source']}, class-incremental, {n_tasks} tasks, single head over all classes; "
+            f"class order per seed ({params['protocol']['class_order']}); encoder mode "
+            f"{params['encoder']['mode']}; {len({r.seed for r in runs})} seeds")
+
+
+def collect_results(params: dict, runs: list[ContinualResult]) -> TestResults:
+    results = TestResults("continual", protocol=describe(params, runs), rows=continual_rows())
+    for result in runs:
+        for metric, value in result.metrics.items():
+            results.add(metric, result.learner, result.seed, value)
+        results.memory[result.learner] = result.memory[-1]
+    results.extra["runs"] = [r.to_json() for r in runs]
+    return results
+
+
+def write_curves(runs: list[ContinualResult], directory: Path) -> None:
+    """DVC plots: one CSV per learner, average accuracy over seen tasks after each task (mean, CI)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for learner in sorted({r.learner for r in runs}):
+        curves = np.array([average_accuracy_curve(r.R) for r in runs if r.learner == learner])
+        lines = ["task,average_accuracy,ci_low,ci_high"]
+        for t in range(curves.shape[1]):
+            s = summarize(curves[:, t])
+            half = 0.0 if np.isnan(s.ci95) else s.ci95
+            lines.append(f"{t + 1},{s.mean:.6f},{s.mean - half:.6f},{s.mean + half:.6f}")
+        (directory / f"{learner}.csv").write_text("\n".join(lines) + "\n")

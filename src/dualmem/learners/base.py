@@ -45,6 +45,7 @@ class Learner(ABC):
     @classmethod
     def validate(cls, cfg: Section) -> None:
         """Fail early, naming the key, on bad params; by default builds nothing."""
+        return None
 
     # -- the stream ---------------------------------------------------------------------------
     def learn_task(self, task: Task, progress: bool = False) -> None:
@@ -73,6 +74,12 @@ class Learner(ABC):
 
     def sleep(self, task: Task) -> None:
         """Offline consolidation after a task; only learners with `has_sleep` do anything here."""
+        return None
+
+    def wake_state_after_sleep(self, wake: dict[str, Any], slept: dict[str, Any] | None) -> dict[str, Any]:
+        """The state to sleep from: the wake state after this task, carrying over what earlier
+        sleeps consolidated (`slept`: the state after the previous sleep, None before the first)."""
+        return wake
 
     @property
     def epochs(self) -> int:

@@ -25,7 +25,6 @@ from dualmem.memory.semantic import ConsolidationParams, SemanticMemory
 from dualmem.params import Section
 from dualmem.seeding import derive_seed, seeded_generator
 
-
 CALIBRATION_PROBES = 2000
 
 
@@ -90,6 +89,9 @@ class DualMemoryLearner(Learner):
         self.semantic.consolidate(self.episodic, self.consolidation, generator)
         familiarity = self.episodic.self_familiarity(CALIBRATION_PROBES, generator)
         self.semantic.threshold.fill_(float(torch.quantile(familiarity, self.threshold_quantile)))
+
+    def wake_state_after_sleep(self, wake: dict[str, Any], slept: dict[str, Any] | None) -> dict[str, Any]:
+        return wake if slept is None else {**wake, "semantic": slept["semantic"]}
 
     # -- readout ------------------------------------------------------------------------------
     def gate(self, familiarity: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,65 @@
+"""DVC stage `consolidate@<learner>-<stream>` (sleep): after each task, the learner's slow memory
+is consolidated from its wake state (for dualmem: replay from the episodic memory into the semantic
+memory). Only learners with a sleep phase have this stage."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from tqdm import tqdm
+
+from dualmem import paths
+from dualmem.cli import run_stage
+from dualmem.data.splits import STREAMS
+from dualmem.errors import ParamsError
+from dualmem.runner import (
+    build_learner,
+    learner_section,
+    open_stream,
+    prepared_dataset,
+    read_state,
+    save_state,
+    stream_seeds,
+)
+from dualmem.tracking import ChildRun, StageTracker
+
+
+def main(params: dict, args: argparse.Namespace) -> None:
+    section = learner_section(params, args.learner)
+    seeds = stream_seeds(params, args.stream)
+    prepared_dataset()
+    tracker = StageTracker(f"consolidate@{args.learner}-{args.stream}", params)
+    for seed in seeds:
+        stream = open_stream(params, args.stream, seed)
+        learner = build_learner(params, args.learner, stream)
+        if not learner.has_sleep:
+            raise ParamsError("run.learners", f"{args.learner!r} has no sleep phase to consolidate",
+                              "list only learners with a sleep phase in the consolidate stage")
+        slept = None
+        seconds = []
+        for index in tqdm(range(stream.n_tasks), desc=f"sleep {args.learner} seed {seed}"):
+            wake = read_state(paths.wake_state_path(args.stream, args.learner, seed, index))["state"]
+            learner.load_state_dict(learner.wake_state_after_sleep(wake, slept))
+            start = time.perf_counter()
+            learner.sleep(stream.task(index))
+            seconds.append(time.perf_counter() - start)
+            save_state(learner, paths.sleep_state_path(args.stream, args.learner, seed, index))
+            slept = learner.state_dict()
+        tracker.add(ChildRun(
+            name=f"sleep/{args.stream}/{args.learner}/seed{seed}",
+            params={args.learner: dict(section.data), "seed": seed, "stream": args.stream},
+            metrics={"sleep_seconds": sum(seconds)},
+            series={"task_sleep_seconds": seconds},
+            tags={"test": "sleep", "learner": args.learner, "stream": args.stream, "seed": str(seed)},
+        ))
+    tracker.flush()
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--learner", required=True)
+    parser.add_argument("--stream", choices=STREAMS, required=True)
+
+
+if __name__ == "__main__":
+    run_stage(main, lambda args: [paths.SLEEP_DIR / args.stream / args.learner], configure)

@@ -1,0 +1,49 @@
+"""DVC stage `sequential@<learner>-<stream>` (wake): the learner learns the stream task after task,
+for every seed, and its state is saved after each task."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from tqdm import tqdm
+
+from dualmem import paths
+from dualmem.cli import run_stage
+from dualmem.data.splits import STREAMS
+from dualmem.runner import build_learner, learner_section, open_stream, prepared_dataset, save_state, stream_seeds
+from dualmem.tracking import ChildRun, StageTracker
+
+
+def main(params: dict, args: argparse.Namespace) -> None:
+    section = learner_section(params, args.learner)
+    seeds = stream_seeds(params, args.stream)
+    prepared_dataset()
+    tracker = StageTracker(f"sequential@{args.learner}-{args.stream}", params)
+    for seed in seeds:
+        stream = open_stream(params, args.stream, seed)
+        learner = build_learner(params, args.learner, stream)
+        seconds, items = [], []
+        for task in tqdm(stream.tasks(), total=stream.n_tasks, desc=f"{args.learner} seed {seed}"):
+            start = time.perf_counter()
+            learner.learn_task(task)
+            seconds.append(time.perf_counter() - start)
+            items.append(learner.memory_cost()["items"])
+            save_state(learner, paths.wake_state_path(args.stream, args.learner, seed, task.index))
+        tracker.add(ChildRun(
+            name=f"wake/{args.stream}/{args.learner}/seed{seed}",
+            params={args.learner: dict(section.data), "seed": seed, "stream": args.stream},
+            metrics={"wake_seconds": sum(seconds)},
+            series={"task_seconds": seconds, "stored_items": items},
+            tags={"test": "wake", "learner": args.learner, "stream": args.stream, "seed": str(seed)},
+        ))
+    tracker.flush()
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--learner", required=True)
+    parser.add_argument("--stream", choices=STREAMS, required=True)
+
+
+if __name__ == "__main__":
+    run_stage(main, lambda args: [paths.WAKE_DIR / args.stream / args.learner], configure)

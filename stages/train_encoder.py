@@ -1,0 +1,41 @@
+"""DVC stage `train_encoder@<stream>`: one encoder per seed, fit under the leakage rule
+(`encoder.mode`: first_task = the stream's first task only; random = untrained)."""
+
+from __future__ import annotations
+
+import argparse
+
+from tqdm import tqdm
+
+from dualmem import paths
+from dualmem.cli import run_stage
+from dualmem.data.splits import STREAMS
+from dualmem.encoders import EncoderParams, save_encoder, train_stream_encoder
+from dualmem.runner import open_stream, prepared_dataset, stream_seeds
+from dualmem.tracking import ChildRun, StageTracker
+
+
+def main(params: dict, args: argparse.Namespace) -> None:
+    cfg = EncoderParams.from_params(params)
+    seeds = stream_seeds(params, args.stream)
+    prepared_dataset()
+    tracker = StageTracker(f"train_encoder@{args.stream}", params)
+    for seed in tqdm(seeds, desc=f"encoders ({args.stream})"):
+        stream = open_stream(params, args.stream, seed)
+        encoder, fitted = train_stream_encoder(stream, cfg)
+        save_encoder(encoder, fitted, cfg, paths.encoder_path(args.stream, seed))
+        tracker.add(ChildRun(
+            name=f"encoder/{args.stream}/seed{seed}",
+            params={"encoder": params["encoder"], "seed": seed, "stream": args.stream},
+            tags={"test": "encoder", "stream": args.stream, "seed": str(seed),
+                  "fitted_classes": str(fitted)},
+        ))
+    tracker.flush()
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stream", choices=STREAMS, required=True)
+
+
+if __name__ == "__main__":
+    run_stage(main, lambda args: [paths.ENCODER_DIR / args.stream], configure)

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import yaml
+
+from dualmem.data.sources import Dataset, load_digits_dataset
+from dualmem.data.splits import ProtocolParams, make_manifest
+from dualmem.data.stream import Stream
+from dualmem.tiny import project_root
+
+TINY_PARAMS = project_root() / "profiles" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_params() -> dict:
+    return yaml.safe_load(TINY_PARAMS.read_text())
+
+
+@pytest.fixture(scope="session")
+def digits() -> Dataset:
+    return load_digits_dataset()
+
+
+def digits_stream(dataset: Dataset, name: str = "continual", seed: int = 0) -> Stream:
+    protocol = ProtocolParams("shuffled", [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]], 4, 2)
+    return Stream(dataset, make_manifest(seed, dataset.name, dataset.n_classes, protocol), name)
+
+
+def perturb_classes(dataset: Dataset, classes: list[int], seed: int = 123) -> Dataset:
+    """A copy of the dataset whose training images of `classes` are replaced by noise."""
+    x = dataset.x_train.copy()
+    rows = np.isin(dataset.y_train, classes)
+    x[rows] = np.random.default_rng(seed).integers(0, 17, size=(rows.sum(), x.shape[1]), dtype=np.uint8)
+    return Dataset(dataset.name, x, dataset.y_train, dataset.x_test, dataset.y_test, dataset.scale,
+                   dataset.image_shape)
+
+
+def with_overrides(params: dict, **dotted: object) -> dict:
+    out = copy.deepcopy(params)
+    for key, value in dotted.items():
+        node = out
+        parts = key.split("__")
+        for part in parts[:-1]:
+            node = node[part]
+        node[parts[-1]] = value
+    return out

@@ -1,0 +1,93 @@
+"""Bad input exits with code 2 and one line naming the key (or path) and the fix; nothing is written."""
+
+import runpy
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dualmem.tiny import project_root
+
+from .conftest import with_overrides
+
+STAGES = project_root() / "stages"
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    stderr: str
+
+
+def run_stage(tmp_path: Path, params: dict, stage: str = "prepare.py", *args: str, monkeypatch=None,
+              capsys=None) -> Outcome:
+    """Runs a stage script as __main__ in this process (fast); see the subprocess test below too."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [stage, *args])
+    try:
+        runpy.run_path(str(STAGES / stage), run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return Outcome(code, capsys.readouterr().err)
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "fix:" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"run__learners": ["finetune", "ewc"]}, "run.learners"),
+        ({"run__learners": []}, "run.learners"),
+        ({"run__seeds": "0-9"}, "run.seeds"),
+        ({"run__seeds": []}, "run.seeds"),
+        ({"run__seeds": [0, 1.5]}, "run.seeds"),
+        ({"protocol__openworld__seeds": [0, "one"]}, "protocol.openworld.seeds"),
+        ({"protocol__continual__tasks": [[0, 1], [2, 3]]}, "protocol.continual.tasks"),
+        ({"protocol__continual__tasks": [[0, 1], [1, 2], [3, 4, 5, 6, 7, 8, 9]]}, "protocol.continual.tasks"),
+        ({"data__source": "cifar"}, "data.source"),
+        ({"learners__finetune__lr": "fast"}, "learners.finetune.lr"),
+        ({"learners__dualmem__episodic__k": 0}, "learners.dualmem.episodic.k"),
+    ],
+)
+def test_bad_params_fail_cleanly(tmp_path, tiny_params, overrides, key, monkeypatch, capsys):
+    result = run_stage(tmp_path, with_overrides(tiny_params, **overrides), monkeypatch=monkeypatch, capsys=capsys)
+    assert_one_line_error(result, f"'{key}'")
+    assert not (tmp_path / "data").exists()
+
+
+def test_missing_dataset_names_path_and_fix_in_a_real_process(tmp_path, tiny_params):
+    params = with_overrides(tiny_params, data__source="fashion_mnist", data__fashion_mnist_dir="/nonexistent/fm")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run([sys.executable, str(STAGES / "prepare.py")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert_one_line_error(result, "/nonexistent/fm", "apt-get install dataset-fashion-mnist")
+    assert not (tmp_path / "data").exists()
+
+
+def test_missing_params_file(tmp_path, tiny_params, monkeypatch, capsys):
+    result = run_stage(tmp_path, tiny_params, "prepare.py", "--params", "nope.yaml",
+                       monkeypatch=monkeypatch, capsys=capsys)
+    assert_one_line_error(result, "nope.yaml")
+
+
+def test_later_stage_without_inputs_says_which_stage_to_run(tmp_path, tiny_params, monkeypatch, capsys):
+    from dualmem.runner import prepared_dataset
+
+    prepared_dataset.cache_clear()
+    result = run_stage(tmp_path, tiny_params, "train_encoder.py", "--stream", "continual",
+                       monkeypatch=monkeypatch, capsys=capsys)
+    assert_one_line_error(result, "data/prepared", "dvc repro prepare")
+    assert not (tmp_path / "models").exists()
