@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dualmem.metrics import average_accuracy_curve  # noqa: E402
+from dualmem.plots_openworld import PLOTTERS as OPENWORLD_PLOTTERS  # noqa: E402
 from dualmem.results import TestResults  # noqa: E402
 from dualmem.stats import summarize  # noqa: E402
 
@@ -64,7 +65,7 @@ def plot_continual(results: TestResults, directory: Path) -> list[Path]:
     return [heatmaps, curves]
 
 
-PLOTTERS = {"continual": plot_continual}
+PLOTTERS = {"continual": plot_continual, **OPENWORLD_PLOTTERS}
 
 
 def plot_all(results: list[TestResults], directory: Path) -> list[Path]:
