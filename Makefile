@@ -26,6 +26,7 @@ fashion-mnist:
 .dvc/config:
 	@test -d .git || git init -q
 	$(BIN)/dvc init -q
+	$(BIN)/dvc config core.analytics false
 
 repro: setup
 	$(BIN)/dvc repro

@@ -29,16 +29,22 @@ def stage_names(repo: Path) -> list[str]:
 def test_report_has_rows_and_gap_columns(tiny_repo):
     summary = (tiny_repo / "reports" / "summary.md").read_text()
     assert "Gap (dualmem − finetune)" in summary
-    for label in ("Retention", "Final average accuracy", "0.980 ± 0.005"):
-        assert label in summary
+    for label in ("| 1 Continual", "| 2 Few-shot", "| 3 Novelty", "| 4 Feature transfer", "| 5 Long-horizon",
+                  "Retention", "Final average accuracy", "Accuracy k=1", "AUROC", "Probe accuracy"):
+        assert label in summary, label
+    for reference in ("0.980 ± 0.005", "0.006 ± 0.006", "0.593", "0.264", "0.898", "0.793"):
+        assert reference in summary, reference
     csv = (tiny_repo / "reports" / "summary.csv").read_text().splitlines()
     assert csv[0].startswith("test,metric,finetune_mean")
     assert any(line.startswith("1 Continual") for line in csv[1:])
-    figures = list((tiny_repo / "reports" / "figures").glob("*.png"))
-    assert len(figures) >= 2
+    figures = {p.name for p in (tiny_repo / "reports" / "figures").glob("*.png")}
+    assert {"continual_accuracy_matrices.png", "continual_accuracy_over_tasks.png", "fewshot_accuracy_vs_k.png",
+            "novelty_roc.png", "transfer_probe_accuracy.png", "recall_vs_n_and_age.png"} <= figures
 
 
 def test_metrics_are_registered_with_dvc(tiny_repo):
+    for test in ("continual", "fewshot", "novelty", "transfer", "recall"):
+        assert (tiny_repo / "metrics" / f"{test}.json").exists()
     metrics = json.loads((tiny_repo / "metrics" / "continual.json").read_text())
     assert set(metrics) == {"finetune", "joint", "dualmem"}
     assert {"mean", "ci95", "n"} <= set(metrics["dualmem"]["retention"])
@@ -57,8 +63,12 @@ def test_mlflow_holds_one_parent_with_nested_children(tiny_repo):
     assert all(tags[r]["mlflow.parentRunId"] == parents[0] for r in children)
     stages = {tags[r]["dvc.stage"] for r in children}
     assert stages == set(stage_names(tiny_repo)) - {"prepare"}
-    continual = [r for r in children if tags[r].get("test") == "continual"]
-    assert len(continual) == 3 * 2  # learners x seeds
+    per_test = {t: [r for r in children if tags[r].get("test") == t] for t in
+                ("continual", "fewshot", "novelty", "transfer", "recall")}
+    for test, test_runs in per_test.items():
+        assert len(test_runs) >= 3 * 2, test  # learners x seeds (novelty/transfer add columns)
+    continual = per_test["continual"]
+    assert len(continual) == 3 * 2
     steps = db.execute(
         "select count(*) from metrics where key = 'average_accuracy' and run_uuid = ?", (continual[0],)
     ).fetchone()[0]

@@ -96,14 +96,25 @@ def markdown(results: list[TestResults], gap_pair: tuple[str, str]) -> str:
     lines += ["", "## Memory cost (after the stream)", "",
               "| Test | Learner | Parameters | Parameter bytes | Stored items | Item bytes |",
               "|---|---|---|---|---|---|"]
-    for res in results:
-        for learner, cost in res.memory.items():
-            lines.append(f"| {res.test} | {learner} | {cost.get('params', 0):,} | {cost.get('param_bytes', 0):,} "
-                         f"| {cost.get('items', 0):,} | {cost.get('item_bytes', 0):,} |")
+    for tests, learner, cost in memory_groups(results):
+        lines.append(f"| {tests} | {learner} | {cost.get('params', 0):,} | {cost.get('param_bytes', 0):,} "
+                     f"| {cost.get('items', 0):,} | {cost.get('item_bytes', 0):,} |")
     for res in results:
         for note in res.extra.get("notes", []):
             lines.append(f"\n> note ({res.test}): {note}")
     return "\n".join(lines) + "\n"
+
+
+def memory_groups(results: list[TestResults]) -> list[tuple[str, str, dict[str, int]]]:
+    """(tests, learner, cost) with the tests that share a learner's post-stream state merged."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    costs: dict[tuple[str, str], dict[str, int]] = {}
+    for res in results:
+        for learner, cost in res.memory.items():
+            key = (learner, repr(sorted(cost.items())))
+            groups.setdefault(key, []).append(res.test)
+            costs[key] = cost
+    return [(", ".join(tests), learner, costs[(learner, c)]) for (learner, c), tests in groups.items()]
 
 
 def write_csv(results: list[TestResults], gap_pair: tuple[str, str], path: Path) -> None:

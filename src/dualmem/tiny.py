@@ -40,7 +40,8 @@ def make_tiny_copy(dest: Path, profile: str = "tiny") -> Path:
     shutil.copy2(root / "profiles" / f"{profile}.yaml", dest / "params.yaml")
     env = {**tool_env(), "GIT_AUTHOR_NAME": "dualmem", "GIT_AUTHOR_EMAIL": "dualmem@localhost",
            "GIT_COMMITTER_NAME": "dualmem", "GIT_COMMITTER_EMAIL": "dualmem@localhost"}
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
+                ["git", "add", "-A"],
                 ["git", "commit", "-qm", "tiny profile"]):
         subprocess.run(cmd, cwd=dest, check=True, env=env)
     return dest

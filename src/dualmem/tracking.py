@@ -83,7 +83,7 @@ def git_info() -> dict[str, str]:
         except (OSError, subprocess.TimeoutExpired):
             return ""
 
-    commit = git("rev-parse", "HEAD") or "unknown"
+    commit = git("rev-parse", "--verify", "-q", "HEAD") or "none"
     dirty = "true" if git("status", "--porcelain", "--untracked-files=no") else "false"
     return {"git.commit": commit, "git.dirty": dirty}
 

@@ -18,28 +18,30 @@ The loaded learner states are never modified (copies and fresh memories only).
 
 from __future__ import annotations
 
-import copy
 import csv
-import math
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
 from dualmem.encoders import Encoder
+from dualmem.evals.recall_networks import offline_recall, online_recall
+from dualmem.evals.recall_protocol import (
+    RecallOutcome,
+    RecallParams,
+    RecallStream,
+    corrupt,
+    make_recall_stream,
+)
 from dualmem.learners import Learner
 from dualmem.learners.dualmem import DualMemoryLearner
 from dualmem.learners.gradient import GradientLearner
 from dualmem.learners.joint import JointLearner
 from dualmem.memory.episodic import EpisodicMemory
-from dualmem.params import Section
 from dualmem.results import Row, TestResults
 from dualmem.runner import (
     build_learner,
@@ -49,97 +51,12 @@ from dualmem.runner import (
     open_stream,
     stream_seeds,
 )
-from dualmem.seeding import derive_seed, seeded_generator
 
 STREAM = "openworld"
 
 
-@dataclass(frozen=True)
-class RecallParams:
-    sizes: list[int]  # stream lengths N, sorted
-    n_targets: int
-    noise_std: float
-    dropout: float
-    k: int  # episodic readout neighbours
-    candidates: int  # bf16 shortlist size re-ranked in float32; 0 = exact float32 search
-    age_bins: int
-    query_batch: int
-    online_batch_size: int
-    online_lr: float
-    offline_epochs: int
-    offline_batch_size: int
-    offline_min_steps: int
-    offline_lr: float
 
-    @classmethod
-    def from_params(cls, params: dict) -> RecallParams:
-        s = Section.of(params, "evaluate_recall")
-        online, offline = s.section("online"), s.section("offline")
-        return cls(
-            sizes=sorted(s.int_list("sizes", minimum=1)),
-            n_targets=s.integer("n_targets", minimum=2),
-            noise_std=s.number("noise_std", minimum=0.0),
-            dropout=s.number("dropout", minimum=0.0, maximum=1.0),
-            k=s.integer("k", minimum=1),
-            candidates=s.integer("candidates", minimum=0),
-            age_bins=s.integer("age_bins", minimum=1),
-            query_batch=s.integer("query_batch", minimum=1),
-            online_batch_size=online.integer("batch_size", minimum=1),
-            online_lr=online.number("lr", minimum=0.0),
-            offline_epochs=offline.integer("epochs", minimum=1),
-            offline_batch_size=offline.integer("batch_size", minimum=1),
-            offline_min_steps=offline.integer("min_steps", minimum=0),
-            offline_lr=offline.number("lr", minimum=0.0),
-        )
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class RecallStream:
-    seed: int
-    ids: np.ndarray  # rows of the training set, in stream order
-    cues: torch.Tensor
-    queries: torch.Tensor  # the corrupted cues
-    targets: torch.Tensor
-    sizes: list[int]  # capped at the available items, sorted, unique
-
-    @property
-    def n_max(self) -> int:
-        return self.sizes[-1]
-
-
-@dataclass
-class RecallOutcome:
-    recall: dict[int, float]  # N -> recall@N
-    correct: np.ndarray  # per item of the largest N: was its target recalled
-    bytes_per_item: float
-    query_us: float  # microseconds per query item (timed, never asserted)
-
-
-def corrupt(x: torch.Tensor, noise_std: float, dropout: float,
-            generator: torch.Generator) -> torch.Tensor:
-    """Gaussian noise, clipped to [0, 1], then a random `dropout` fraction of pixels set to 0."""
-    noisy = x + noise_std * torch.randn(x.shape, generator=generator)
-    keep = torch.rand(x.shape, generator=generator) >= dropout
-    return noisy.clamp_(0.0, 1.0) * keep
-
-
-def make_recall_stream(x_train: torch.Tensor, cfg: RecallParams, seed: int,
-                       notes: list[str] | None = None) -> RecallStream:
-    n_avail = len(x_train)
-    sizes = sorted({min(n, n_avail) for n in cfg.sizes})
-    if sizes[-1] < max(cfg.sizes) and notes is not None:
-        note = f"N capped at {n_avail}, the number of available training images"
-        if note not in notes:
-            notes.append(note)
-    rng = np.random.default_rng(derive_seed("recall-stream", seed))
-    ids = rng.permutation(n_avail)[: sizes[-1]]
-    targets = torch.from_numpy(rng.integers(0, cfg.n_targets, len(ids))).long()
-    cues = x_train[torch.from_numpy(ids)]
-    queries = corrupt(cues, cfg.noise_std, cfg.dropout, seeded_generator("recall-corrupt", seed))
-    return RecallStream(seed, ids, cues, queries, targets, sizes)
+__all__ = ["RecallParams", "corrupt", "make_recall_stream", "offline_recall", "online_recall"]
 
 
 # -- dual memory: episodic kNN over every prefix in one pass --------------------------------------
@@ -203,93 +120,6 @@ def episodic_recall(encoder: Encoder, rs: RecallStream, cfg: RecallParams, tempe
     memory.read(encoder.encode(batch))
     query_us = 1e6 * (time.perf_counter() - t0) / len(batch)
     return RecallOutcome(recall, correct, memory.nbytes() / max(len(memory), 1), query_us)
-
-
-# -- gradient learners: a copy of the post-stream network with a new head --------------------------
-def new_network(encoder: Encoder, n_targets: int, seed: int) -> tuple[Encoder, nn.Linear]:
-    net = copy.deepcopy(encoder).train()
-    torch.manual_seed(derive_seed("recall-head", seed))
-    return net, nn.Linear(net.out_dim, n_targets)
-
-
-def train_step(net: Encoder, head: nn.Linear, opt: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor) -> None:
-    loss = F.cross_entropy(head(net(x)), y)
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-
-
-@torch.no_grad()
-def hits_of(net: Encoder, head: nn.Linear, x: torch.Tensor, y: torch.Tensor,
-            batch: int = 4096) -> np.ndarray:
-    preds = torch.cat([head(net(x[i : i + batch])).argmax(1) for i in range(0, len(x), batch)])
-    return (preds == y).numpy()
-
-
-def timed_query_us(net: Encoder, head: nn.Linear, x: torch.Tensor) -> float:
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        head(net(x)).argmax(1)
-    return 1e6 * (time.perf_counter() - t0) / len(x)
-
-
-def n_params(net: Encoder, head: nn.Linear) -> int:
-    return sum(p.numel() for p in (*net.parameters(), *head.parameters()))
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Small-batch steps are overhead-bound: one thread avoids OpenMP contention (3-100x on a
-    busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def online_recall(encoder: Encoder, rs: RecallStream, cfg: RecallParams, progress: bool = False,
-                  ) -> RecallOutcome:
-    """One online pass over the largest stream; recall@N read when the pass reaches N."""
-    net, head = new_network(encoder, cfg.n_targets, rs.seed)
-    opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=cfg.online_lr)
-    recall, correct, pos = {}, np.zeros(0, dtype=bool), 0
-    bar = tqdm(total=rs.n_max, desc="online", disable=not progress, leave=False)
-    with bar, one_thread():
-        for n in rs.sizes:
-            while pos < n:
-                end = min(pos + cfg.online_batch_size, n)
-                train_step(net, head, opt, rs.cues[pos:end], rs.targets[pos:end])
-                bar.update(end - pos)
-                pos = end
-            correct = hits_of(net, head, rs.queries[:n], rs.targets[:n])
-            recall[n] = float(correct.mean())
-    query_us = timed_query_us(net, head, rs.queries[: cfg.query_batch])
-    return RecallOutcome(recall, correct, 4 * n_params(net, head) / rs.n_max, query_us)
-
-
-def offline_recall(encoder: Encoder, rs: RecallStream, cfg: RecallParams, progress: bool = False,
-                   ) -> RecallOutcome:
-    """Joint's counterpart: per N, a fresh copy trained on all N stored items for several epochs."""
-    recall, correct = {}, np.zeros(0, dtype=bool)
-    with one_thread():
-        for n in tqdm(rs.sizes, desc="offline", disable=not progress, leave=False):
-            net, head = new_network(encoder, cfg.n_targets, rs.seed)
-            opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=cfg.offline_lr)
-            generator = seeded_generator("recall-offline", rs.seed, n)
-            per_epoch = math.ceil(n / cfg.offline_batch_size)
-            for _ in range(max(cfg.offline_epochs, math.ceil(cfg.offline_min_steps / per_epoch))):
-                order = torch.randperm(n, generator=generator)
-                for start in range(0, n, cfg.offline_batch_size):
-                    rows = order[start : start + cfg.offline_batch_size]
-                    train_step(net, head, opt, rs.cues[rows], rs.targets[rows])
-            correct = hits_of(net, head, rs.queries[:n], rs.targets[:n])
-            recall[n] = float(correct.mean())
-    query_us = timed_query_us(net, head, rs.queries[: cfg.query_batch])
-    item_bytes = rs.cues.shape[1] + 8  # the kept item (uint8 code) and its label
-    return RecallOutcome(recall, correct, 4 * n_params(net, head) / rs.n_max + item_bytes, query_us)
 
 
 def evaluate_learner(learner: Learner, rs: RecallStream, cfg: RecallParams,
