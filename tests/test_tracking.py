@@ -1,0 +1,74 @@
+"""MLflow tracking: URI resolution, nesting, and concurrent writers (parallel `dvc queue` workers)."""
+
+import multiprocessing as mp
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from dualmem import tracking
+from dualmem.tracking import ChildRun, StageTracker
+
+
+def test_default_uri_is_the_real_repo_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking.artifact_location() == (tmp_path / "mlartifacts").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/x.db")
+    assert tracking.tracking_uri() == "sqlite:////elsewhere/x.db"
+
+
+def test_flatten_nested_params():
+    assert tracking.flatten({"a": {"b": 1, "c": [1, 2]}, "d": "x"}) == {"a.b": "1", "a.c": "[1, 2]", "d": "x"}
+
+
+def write_runs(root: str, worker: int, n_runs: int) -> None:
+    import os
+
+    os.environ["DVC_ROOT"] = root
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ["DUALMEM_PIPELINE_KEY"] = f"worker-{worker}"
+    tracker = StageTracker("stage", {"worker": worker})
+    for i in range(n_runs):
+        tracker.add(ChildRun(name=f"w{worker}/r{i}", params={"i": i}, metrics={"m": i / 10},
+                             series={"curve": [0.1, 0.2, 0.3]}, tags={"worker": str(worker)}))
+    tracker.flush()
+
+
+@pytest.mark.slow
+def test_parallel_writers_lose_nothing(tmp_path: Path):
+    workers, n_runs = 4, 5
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=write_runs, args=(str(tmp_path), w, n_runs)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=180)
+        assert p.exitcode == 0
+    db = sqlite3.connect(tmp_path / "mlflow.db")
+    tags = {}
+    for run_id, key, value in db.execute("select run_uuid, key, value from tags"):
+        tags.setdefault(run_id, {})[key] = value
+    parents = [r for r, t in tags.items() if "mlflow.parentRunId" not in t]
+    children = [r for r, t in tags.items() if "mlflow.parentRunId" in t]
+    assert len(parents) == workers  # one pipeline execution each
+    assert len(children) == workers * n_runs
+    for r in children:
+        assert tags[tags[r]["mlflow.parentRunId"]][tracking.PIPELINE_KEY_TAG] == f"worker-{tags[r]['worker']}"
+    n_points = db.execute("select count(*) from metrics where key = 'curve'").fetchone()[0]
+    assert n_points == workers * n_runs * 3
+    assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+
+
+def test_same_pipeline_key_reuses_the_parent(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DUALMEM_PIPELINE_KEY", "one-execution")
+    for stage in ("a", "b"):
+        tracker = StageTracker(stage, {})
+        tracker.add(ChildRun(name=stage, params={}))
+        tracker.flush()
+    db = sqlite3.connect(tmp_path / "mlflow.db")
+    parents = db.execute("select count(*) from tags where key = ?", (tracking.PIPELINE_KEY_TAG,)).fetchone()[0]
+    assert parents == 1
