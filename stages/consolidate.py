@@ -22,7 +22,7 @@ from dualmem.runner import (
     save_state,
     stream_seeds,
 )
-from dualmem.tracking import ChildRun, StageTracker
+from dualmem.tracking import StageTracker
 
 
 def main(params: dict, args: argparse.Namespace) -> None:
@@ -46,13 +46,8 @@ def main(params: dict, args: argparse.Namespace) -> None:
             seconds.append(time.perf_counter() - start)
             save_state(learner, paths.sleep_state_path(args.stream, args.learner, seed, index))
             slept = learner.state_dict()
-        tracker.add(ChildRun(
-            name=f"sleep/{args.stream}/{args.learner}/seed{seed}",
-            params={args.learner: dict(section.data), "seed": seed, "stream": args.stream},
-            metrics={"sleep_seconds": sum(seconds)},
-            series={"task_sleep_seconds": seconds},
-            tags={"test": "sleep", "learner": args.learner, "stream": args.stream, "seed": str(seed)},
-        ))
+        tracker.add_run(f"sleep/{args.stream}", args.learner, seed, {args.learner: dict(section.data)},
+                        {"sleep_seconds": sum(seconds)}, {"task_sleep_seconds": seconds}, stream=args.stream)
     tracker.flush()
 
 

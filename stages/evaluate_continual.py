@@ -11,24 +11,21 @@ from tqdm import tqdm
 from dualmem.cli import run_stage
 from dualmem.evals.continual import STREAM, ContinualResult, collect_results, evaluate_learner, write_curves
 from dualmem.runner import learner_names, learner_section, open_stream, prepared_dataset, stream_seeds
-from dualmem.tracking import ChildRun, StageTracker
+from dualmem.tracking import StageTracker
 
 OUTPUTS = [Path("metrics/continual.json"), Path("results/continual.json"), Path("plots/continual")]
 
 
-def child_run(params: dict, result: ContinualResult) -> ChildRun:
+def track(tracker: StageTracker, params: dict, result: ContinualResult) -> None:
     R = result.R
     series = {f"acc_task_{j}": R[:, j].tolist() for j in range(R.shape[1])}
     series["average_accuracy"] = result.to_json()["average_accuracy_curve"]
     series["stored_items"] = [m["items"] for m in result.memory]
-    return ChildRun(
-        name=f"continual/{result.learner}/seed{result.seed}",
-        params={result.learner: dict(learner_section(params, result.learner).data), "seed": result.seed,
-                "protocol": params["protocol"]["continual"], "encoder": params["encoder"]},
-        metrics={**result.metrics, "memory_bytes": result.memory[-1]["item_bytes"] + result.memory[-1]["param_bytes"]},
-        series=series,
-        tags={"test": "continual", "learner": result.learner, "seed": str(result.seed)},
-    )
+    final = result.memory[-1]
+    run_params = {result.learner: dict(learner_section(params, result.learner).data),
+                  "protocol": params["protocol"]["continual"], "encoder": params["encoder"]}
+    tracker.add_run("continual", result.learner, result.seed, run_params,
+                    {**result.metrics, "memory_bytes": final["item_bytes"] + final["param_bytes"]}, series)
 
 
 def main(params: dict, args: argparse.Namespace) -> None:
@@ -41,7 +38,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
         for seed in tqdm(seeds, desc=f"continual {name}"):
             result = evaluate_learner(params, name, open_stream(params, STREAM, seed))
             runs.append(result)
-            tracker.add(child_run(params, result))
+            track(tracker, params, result)
     collect_results(params, runs).save()
     write_curves(runs, Path("plots/continual"))
     tracker.flush()

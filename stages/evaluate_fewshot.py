@@ -10,7 +10,7 @@ from pathlib import Path
 from dualmem.cli import run_stage
 from dualmem.evals.fewshot import SECTION, FewshotParams, run_fewshot, write_plot_csv
 from dualmem.runner import prepared_dataset, stream_seeds, validate_learners
-from dualmem.tracking import ChildRun, StageTracker
+from dualmem.tracking import StageTracker
 
 OUTPUTS = [Path("metrics/fewshot.json"), Path("results/fewshot.json"), Path("plots/fewshot")]
 
@@ -24,12 +24,8 @@ def main(params: dict, args: argparse.Namespace) -> None:
     tracker = StageTracker("evaluate_fewshot", params)
     for run in runs:
         memory_bytes = run.memory["param_bytes"] + run.memory["item_bytes"]
-        tracker.add(ChildRun(
-            name=f"fewshot/{run.learner}/seed{run.seed}",
-            params={SECTION: params[SECTION], "seed": run.seed, "learner": run.learner},
-            metrics={**run.metrics, "memory_bytes": memory_bytes},
-            tags={"test": "fewshot", "learner": run.learner, "seed": str(run.seed)},
-        ))
+        tracker.add_run("fewshot", run.learner, run.seed, {SECTION: params[SECTION]},
+                        {**run.metrics, "memory_bytes": memory_bytes})
     results.save()
     write_plot_csv(results, cfg, Path("plots/fewshot"))
     tracker.flush()

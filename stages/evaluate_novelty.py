@@ -10,7 +10,7 @@ from pathlib import Path
 from dualmem.cli import run_stage
 from dualmem.evals.novelty import SECTION, NoveltyParams, run_novelty, write_roc_csvs
 from dualmem.runner import prepared_dataset, stream_seeds, validate_learners
-from dualmem.tracking import ChildRun, StageTracker
+from dualmem.tracking import StageTracker
 
 OUTPUTS = [Path("metrics/novelty.json"), Path("results/novelty.json"), Path("plots/novelty")]
 
@@ -23,12 +23,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
     results, runs = run_novelty(params, cfg, progress=True)
     tracker = StageTracker("evaluate_novelty", params)
     for run in runs:
-        tracker.add(ChildRun(
-            name=f"novelty/{run.learner}/seed{run.seed}",
-            params={SECTION: params[SECTION], "seed": run.seed, "learner": run.learner},
-            metrics=run.metrics,
-            tags={"test": "novelty", "learner": run.learner, "seed": str(run.seed)},
-        ))
+        tracker.add_run("novelty", run.learner, run.seed, {SECTION: params[SECTION]}, run.metrics)
     results.save()
     write_roc_csvs(results, Path("plots/novelty"))
     tracker.flush()

@@ -11,7 +11,7 @@ from pathlib import Path
 from dualmem.cli import run_stage
 from dualmem.evals.recall import RecallParams, child_runs, run_recall, write_plots
 from dualmem.runner import prepared_dataset, validate_learners
-from dualmem.tracking import ChildRun, StageTracker
+from dualmem.tracking import StageTracker
 
 SECTION = "evaluate_recall"
 OUTPUTS = [Path("metrics/recall.json"), Path("results/recall.json"), Path("plots/recall")]
@@ -24,13 +24,8 @@ def main(params: dict, args: argparse.Namespace) -> None:
     results = run_recall(params, cfg, progress=True)
     tracker = StageTracker("evaluate_recall", params)
     for learner, seed, metrics, series in child_runs(results):
-        tracker.add(ChildRun(
-            name=f"recall/{learner}/seed{seed}",
-            params={SECTION: params[SECTION], "seed": seed, "learner": learner},
-            metrics=metrics,
-            series={"recall": series},  # step = index into evaluate_recall.sizes
-            tags={"test": "recall", "learner": learner, "seed": str(seed)},
-        ))
+        # series step = index into evaluate_recall.sizes
+        tracker.add_run("recall", learner, seed, {SECTION: params[SECTION]}, metrics, {"recall": series})
     results.save()
     write_plots(results, Path("plots/recall"))
     tracker.flush()

@@ -10,7 +10,7 @@ from pathlib import Path
 from dualmem.cli import run_stage
 from dualmem.evals.transfer import TransferParams, child_runs, run_transfer, write_plots
 from dualmem.runner import prepared_dataset, validate_learners
-from dualmem.tracking import ChildRun, StageTracker
+from dualmem.tracking import StageTracker
 
 SECTION = "evaluate_transfer"
 OUTPUTS = [Path("metrics/transfer.json"), Path("results/transfer.json"), Path("plots/transfer")]
@@ -23,12 +23,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
     results = run_transfer(params, cfg, progress=True)
     tracker = StageTracker("evaluate_transfer", params)
     for column, seed, metrics in child_runs(results):
-        tracker.add(ChildRun(
-            name=f"transfer/{column}/seed{seed}",
-            params={SECTION: params[SECTION], "seed": seed, "learner": column},
-            metrics=metrics,
-            tags={"test": "transfer", "learner": column, "seed": str(seed)},
-        ))
+        tracker.add_run("transfer", column, seed, {SECTION: params[SECTION]}, metrics)
     results.save()
     write_plots(results, Path("plots/transfer"))
     tracker.flush()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from dualmem.cli import run_stage
-from dualmem.errors import UserError
+from dualmem.errors import ParamsError, UserError
 from dualmem.learners import REGISTRY
 from dualmem.params import Section
 from dualmem.paths import REPORTS_DIR
@@ -22,8 +22,6 @@ FIGURES = REPORTS_DIR / "figures"
 def main(params: dict, args: argparse.Namespace) -> None:
     gap = tuple(Section.of(params, "report").names("gap", REGISTRY))
     if len(gap) != 2:
-        from dualmem.errors import ParamsError
-
         raise ParamsError("report.gap", f"must name two learners, got {list(gap)}", "write [dualmem, finetune]")
     results = load_results()
     if not results:

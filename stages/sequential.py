@@ -12,7 +12,7 @@ from dualmem import paths
 from dualmem.cli import run_stage
 from dualmem.data.splits import STREAMS
 from dualmem.runner import build_learner, learner_section, open_stream, prepared_dataset, save_state, stream_seeds
-from dualmem.tracking import ChildRun, StageTracker
+from dualmem.tracking import StageTracker
 
 
 def main(params: dict, args: argparse.Namespace) -> None:
@@ -30,13 +30,9 @@ def main(params: dict, args: argparse.Namespace) -> None:
             seconds.append(time.perf_counter() - start)
             items.append(learner.memory_cost()["items"])
             save_state(learner, paths.wake_state_path(args.stream, args.learner, seed, task.index))
-        tracker.add(ChildRun(
-            name=f"wake/{args.stream}/{args.learner}/seed{seed}",
-            params={args.learner: dict(section.data), "seed": seed, "stream": args.stream},
-            metrics={"wake_seconds": sum(seconds)},
-            series={"task_seconds": seconds, "stored_items": items},
-            tags={"test": "wake", "learner": args.learner, "stream": args.stream, "seed": str(seed)},
-        ))
+        tracker.add_run(f"wake/{args.stream}", args.learner, seed, {args.learner: dict(section.data)},
+                        {"wake_seconds": sum(seconds)}, {"task_seconds": seconds, "stored_items": items},
+                        stream=args.stream)
     tracker.flush()
 
 

@@ -12,7 +12,7 @@ from dualmem.cli import run_stage
 from dualmem.data.splits import STREAMS
 from dualmem.encoders import EncoderParams, save_encoder, train_stream_encoder
 from dualmem.runner import open_stream, prepared_dataset, stream_seeds
-from dualmem.tracking import ChildRun, StageTracker
+from dualmem.tracking import StageTracker
 
 
 def main(params: dict, args: argparse.Namespace) -> None:
@@ -24,12 +24,8 @@ def main(params: dict, args: argparse.Namespace) -> None:
         stream = open_stream(params, args.stream, seed)
         encoder, fitted = train_stream_encoder(stream, cfg)
         save_encoder(encoder, fitted, cfg, paths.encoder_path(args.stream, seed))
-        tracker.add(ChildRun(
-            name=f"encoder/{args.stream}/seed{seed}",
-            params={"encoder": params["encoder"], "seed": seed, "stream": args.stream},
-            tags={"test": "encoder", "stream": args.stream, "seed": str(seed),
-                  "fitted_classes": str(fitted)},
-        ))
+        tracker.add_run(f"encoder/{args.stream}", "encoder", seed, {"encoder": params["encoder"]},
+                        stream=args.stream, fitted_classes=str(fitted))
     tracker.flush()
 
 

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from dualmem.data.sources import Dataset, load_digits_dataset
@@ -12,6 +14,29 @@ from dualmem.data.stream import Stream
 from dualmem.tiny import project_root
 
 TINY_PARAMS = project_root() / "profiles" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: one thread avoids oversubscription slow-downs on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# Small learner configs for unit tests on synthetic data.
+SMALL_LEARNERS = {
+    "finetune": {"epochs": 1, "lr": 0.001, "batch_size": 32},
+    "joint": {"epochs": 1, "lr": 0.001, "batch_size": 32, "warm_start": True},
+    "dualmem": {
+        "batch_size": 32,
+        "episodic": {"k": 3, "temperature": 0.05, "budget": None},
+        "semantic": {"hidden": 0, "input_scale": 16.0, "steps": 5, "batch_size": 16, "lr": 0.001,
+                     "distill_weight": 1.0, "distill_temperature": 2.0},
+        "readout": {"threshold_quantile": 0.05, "sharpness": 200.0},
+    },
+}
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +18,11 @@ from dualmem.errors import LeakageError, ParamsError
 from dualmem.evals.fewshot import (
     EpisodeSampler,
     FewshotParams,
-    check_unrevealed,
     evaluate_learner,
     fit_heads,
 )
 from dualmem.learners import REGISTRY, Learner, LearnerContext
+from dualmem.learners.base import check_unrevealed
 from dualmem.params import Section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,13 +66,7 @@ def fewshot_cfg(**overrides: object) -> FewshotParams:
     return FewshotParams.from_params(params)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: one thread avoids oversubscription slow-downs on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
+# ruff: noqa: F811  (the `stream` and `learners` fixtures are imported from test_fewshot)
 """Test 3 (novelty detection): the detection metrics and the scorers, on synthetic data only."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -22,26 +22,9 @@ from dualmem.evals.novelty import (
     rank_mean,
     result_rows,
 )
-from dualmem.learners import Learner
-from tests.test_fewshot import DIM, TINY, make_learner, make_stream
+from tests.test_fewshot import DIM, TINY, learners, make_learner, make_stream, stream  # noqa: F401 (fixtures)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def stream() -> Stream:
-    return make_stream()
-
-
-@pytest.fixture(scope="module")
-def learners(stream: Stream) -> dict[str, Learner]:
-    return {name: make_learner(name, stream) for name in ("finetune", "dualmem")}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def novelty_cfg(**far: object) -> NoveltyParams:

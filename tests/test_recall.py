@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from dualmem import runner
 from dualmem.encoders import Encoder, new_encoder
 from dualmem.errors import ParamsError
 from dualmem.evals import recall
@@ -31,18 +32,10 @@ from dualmem.memory.episodic import EpisodicMemory
 from dualmem.params import Section
 from dualmem.seeding import seeded_generator
 
+from .conftest import SMALL_LEARNERS
+
 N_IN = 64
-LEARNERS = {
-    "finetune": {"epochs": 1, "lr": 0.001, "batch_size": 32},
-    "joint": {"epochs": 1, "lr": 0.001, "batch_size": 32, "warm_start": True},
-    "dualmem": {
-        "batch_size": 32,
-        "episodic": {"k": 3, "temperature": 0.05, "budget": None},
-        "semantic": {"hidden": 0, "input_scale": 16.0, "steps": 5, "batch_size": 16, "lr": 0.001,
-                     "distill_weight": 1.0, "distill_temperature": 2.0},
-        "readout": {"threshold_quantile": 0.05, "sharpness": 200.0},
-    },
-}
+LEARNERS = SMALL_LEARNERS
 RECALL = {"sizes": [50, 200, 400], "n_targets": 8, "noise_std": 0.1, "dropout": 0.1, "k": 1,
           "candidates": 16, "age_bins": 4, "query_batch": 128,
           "online": {"batch_size": 10, "lr": 0.001},
@@ -166,10 +159,10 @@ def test_learners_untouched_and_deterministic() -> None:
 
 def test_run_recall_results(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     x = torch.rand(350, N_IN, generator=torch.Generator().manual_seed(5))
-    stream = SimpleNamespace(x_train=x, n_tasks=3, held_out=[6, 7, 8, 9])
+    stream = SimpleNamespace(name="openworld", seed=0, x_train=x, n_tasks=3, held_out=[6, 7, 8, 9])
     monkeypatch.setattr(recall, "open_stream", lambda params, name, seed: stream)
-    monkeypatch.setattr(recall, "build_learner", lambda params, name, s: make_learner(name))
-    monkeypatch.setattr(recall, "load_learner_state", lambda learner, path: {"params": 1})
+    monkeypatch.setattr(runner, "build_learner", lambda params, name, s: make_learner(name))
+    monkeypatch.setattr(runner, "load_learner_state", lambda learner, path: {"params": 1})
     p = {"run": {"learners": list(LEARNERS)}, "protocol": {"openworld": {"seeds": [0, 1]}}}
     res = run_recall(p, CFG)
     assert set(res.values["recall_50"]) == set(LEARNERS)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from dualmem import runner
 from dualmem.encoders import new_encoder
 from dualmem.errors import LeakageError, ParamsError
 from dualmem.evals import transfer
 from dualmem.evals.transfer import (
     TransferParams,
-    check_unseen,
     probe_accuracy,
     probe_columns,
     random_encoder_features,
@@ -22,20 +22,13 @@ from dualmem.evals.transfer import (
     subsample,
 )
 from dualmem.learners import REGISTRY, LearnerContext
+from dualmem.learners.base import check_unrevealed
 from dualmem.params import Section
 
+from .conftest import SMALL_LEARNERS
+
 N_IN = 64
-LEARNERS = {
-    "finetune": {"epochs": 1, "lr": 0.001, "batch_size": 32},
-    "joint": {"epochs": 1, "lr": 0.001, "batch_size": 32, "warm_start": True},
-    "dualmem": {
-        "batch_size": 32,
-        "episodic": {"k": 3, "temperature": 0.05, "budget": None},
-        "semantic": {"hidden": 0, "input_scale": 16.0, "steps": 5, "batch_size": 16, "lr": 0.001,
-                     "distill_weight": 1.0, "distill_temperature": 2.0},
-        "readout": {"threshold_quantile": 0.05, "sharpness": 200.0},
-    },
-}
+LEARNERS = SMALL_LEARNERS
 TRANSFER = {"max_iter": 100, "C": 1.0, "max_train": 200, "max_test": 150, "fashion": True,
             "batch_size": 64}
 
@@ -109,10 +102,10 @@ def test_params_validated_with_key() -> None:
 def test_leakage_guard() -> None:
     learner = make_learner("finetune")
     learner.visible_classes = {0, 1, 2}
-    check_unseen(learner, [7, 8])
+    check_unrevealed(learner, [7, 8])
     learner.visible_classes.add(8)
     with pytest.raises(LeakageError):
-        check_unseen(learner, [7, 8])
+        check_unrevealed(learner, [7, 8])
 
 
 def test_probe_does_not_touch_learners() -> None:
@@ -135,7 +128,7 @@ class FakeStream:
 
     def __init__(self, seed: int) -> None:
         g = torch.Generator().manual_seed(seed)
-        self.seed, self.n_tasks, self.held_out = seed, 3, [6, 7, 8, 9]
+        self.name, self.seed, self.n_tasks, self.held_out = "openworld", seed, 3, [6, 7, 8, 9]
         self.dataset = SimpleNamespace(n_features=N_IN, name="digits")
         self.x_train, self.y_train = torch.rand(500, N_IN, generator=g), torch.arange(500) % 10
         self.x_test, self.y_test = torch.rand(300, N_IN, generator=g), torch.arange(300) % 10
@@ -161,8 +154,8 @@ def patch_pipeline(monkeypatch: pytest.MonkeyPatch, visible: set[int]) -> list[o
         return {"params": 1, "param_bytes": 4, "items": 0, "item_bytes": 0}
 
     monkeypatch.setattr(transfer, "open_stream", lambda params, name, seed: FakeStream(seed))
-    monkeypatch.setattr(transfer, "build_learner", build)
-    monkeypatch.setattr(transfer, "load_learner_state", load)
+    monkeypatch.setattr(runner, "build_learner", build)
+    monkeypatch.setattr(runner, "load_learner_state", load)
     monkeypatch.setattr(transfer, "load_auxiliary", lambda name: None)
     return built
 

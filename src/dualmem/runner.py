@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from dualmem.data.stream import Stream
 from dualmem.encoders import load_encoder
 from dualmem.errors import DataError, ParamsError
 from dualmem.learners import REGISTRY, Learner, LearnerContext
+from dualmem.learners.base import check_unrevealed
 from dualmem.params import Section
 
 
@@ -77,6 +79,16 @@ def final_state_path(name: str, stream: str, seed: int, task: int) -> Path:
     if REGISTRY[name].has_sleep:
         return paths.sleep_state_path(stream, name, seed, task)
     return paths.wake_state_path(stream, name, seed, task)
+
+
+def post_stream_learners(params: dict, stream: Stream) -> Iterator[tuple[str, Learner, dict[str, int]]]:
+    """(name, learner, memory cost) for every learner of run.learners, in its state after the whole
+    stream, checked to know no held-out class yet."""
+    for name in learner_names(params):
+        learner = build_learner(params, name, stream)
+        memory = load_learner_state(learner, final_state_path(name, stream.name, stream.seed, stream.n_tasks - 1))
+        check_unrevealed(learner, stream.held_out)
+        yield name, learner, memory
 
 
 def read_state(path: Path) -> dict[str, Any]:

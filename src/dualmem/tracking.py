@@ -128,6 +128,18 @@ class StageTracker:
     def add(self, run: ChildRun) -> None:
         self.children.append(run)
 
+    def add_run(self, test: str, learner: str, seed: int, params: Mapping[str, Any],
+                metrics: Mapping[str, float] | None = None, series: Mapping[str, list[float]] | None = None,
+                **tags: str) -> None:
+        """A child run named <test>/<learner>/seed<seed>, tagged with test, learner and seed."""
+        self.add(ChildRun(
+            name=f"{test}/{learner}/seed{seed}",
+            params={**params, "seed": seed, "learner": learner},
+            metrics=dict(metrics or {}),
+            series=dict(series or {}),
+            tags={"test": test, "learner": learner, "seed": str(seed), **tags},
+        ))
+
     def common_tags(self) -> dict[str, str]:
         tags = {**git_info(), "dvc.stage": self.stage, "params_hash": params_hash(self.params)}
         if os.environ.get("DVC_EXP_NAME"):

@@ -26,21 +26,15 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from dualmem.data.stream import Stream
-from dualmem.errors import LeakageError, ParamsError
+from dualmem.errors import ParamsError
 from dualmem.learners import Learner
+from dualmem.learners.base import check_unrevealed
 from dualmem.learners.dualmem import DualMemoryLearner
 from dualmem.learners.gradient import GradientLearner
 from dualmem.memory.episodic import EpisodicMemory
 from dualmem.params import Section
 from dualmem.results import Row, TestResults
-from dualmem.runner import (
-    build_learner,
-    final_state_path,
-    learner_names,
-    load_learner_state,
-    open_stream,
-    stream_seeds,
-)
+from dualmem.runner import open_stream, post_stream_learners, stream_seeds
 
 STREAM = "openworld"
 SECTION = "evaluate_fewshot"
@@ -131,17 +125,6 @@ class EpisodeSampler:
         rng = np.random.default_rng([seed, 2, shots, episode])
         classes = [int(c) for c in rng.choice(sorted(novel), ways, replace=False)]
         return self.sample(classes, classes, shots, queries, rng)
-
-
-def check_unrevealed(learner: Learner, novel: list[int]) -> None:
-    """The post-stream learner must not know any novel class before its test."""
-    leaked = set(novel) & learner.visible_classes
-    if isinstance(learner, DualMemoryLearner):
-        leaked |= set(novel) & set(learner.episodic.labels.unique().tolist())
-        leaked |= {c for c in novel if bool(learner.semantic.known[c])}
-    if leaked:
-        raise LeakageError(f"learner {learner.name} knew novel classes {sorted(leaked)} before "
-                           "its post-stream test")
 
 
 def encode(learner: Learner, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
@@ -324,14 +307,11 @@ class FewshotRun:
 def run_fewshot(params: dict, cfg: FewshotParams, progress: bool = False
                 ) -> tuple[TestResults, list[FewshotRun]]:
     """Every learner of run.learners on every open-world seed, from its post-stream state."""
-    names, seeds = learner_names(params), stream_seeds(params, STREAM)
+    seeds = stream_seeds(params, STREAM)
     results, runs = new_results(cfg), []
     for seed in tqdm(seeds, desc="fewshot seeds", disable=not progress):
         stream = open_stream(params, STREAM, seed)
-        for name in names:
-            learner = build_learner(params, name, stream)
-            path = final_state_path(name, STREAM, seed, stream.n_tasks - 1)
-            memory = load_learner_state(learner, path)
+        for name, learner, memory in post_stream_learners(params, stream):
             metrics, cis = evaluate_learner(learner, stream, cfg, progress)
             for metric, value in metrics.items():
                 results.add(metric, name, seed, value)

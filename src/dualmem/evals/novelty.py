@@ -29,19 +29,12 @@ from dualmem.data.sources import Dataset
 from dualmem.data.stream import Stream
 from dualmem.detection_metrics import detection_metrics, mean_roc, roc_points
 from dualmem.errors import ParamsError
-from dualmem.evals.fewshot import check_unrevealed
 from dualmem.learners import Learner
+from dualmem.learners.base import check_unrevealed
 from dualmem.learners.dualmem import DualMemoryLearner
 from dualmem.params import Section
 from dualmem.results import Row, TestResults
-from dualmem.runner import (
-    build_learner,
-    final_state_path,
-    learner_names,
-    load_learner_state,
-    open_stream,
-    stream_seeds,
-)
+from dualmem.runner import open_stream, post_stream_learners, stream_seeds
 from dualmem.seeding import seeded_generator
 
 STREAM = "openworld"
@@ -198,7 +191,7 @@ class NoveltyRun:
 def run_novelty(params: dict, cfg: NoveltyParams, progress: bool = False
                 ) -> tuple[TestResults, list[NoveltyRun]]:
     """Every learner of run.learners on every open-world seed, from its post-stream state."""
-    names, seeds = learner_names(params), stream_seeds(params, STREAM)
+    seeds = stream_seeds(params, STREAM)
     protocol = (f"familiar = test items of K, novel (positive) = test items of U; far OOD: "
                 f"Fashion-MNIST, Gaussian, uniform noise; scores: 1 - max softmax (gradient), "
                 f"k={cfg.knn_k}-th NN cosine distance in episodic memory (dualmem), rank-mean of "
@@ -210,10 +203,7 @@ def run_novelty(params: dict, cfg: NoveltyParams, progress: bool = False
     for seed in tqdm(seeds, desc="novelty seeds", disable=not progress):
         stream = open_stream(params, STREAM, seed)
         far_sets, skipped = far_ood_sets(stream, cfg)
-        for name in names:
-            learner = build_learner(params, name, stream)
-            memory = load_learner_state(learner, final_state_path(name, STREAM, seed,
-                                                                  stream.n_tasks - 1))
+        for _, learner, memory in post_stream_learners(params, stream):
             metrics, curves = evaluate_learner(learner, stream, cfg, far_sets)
             for column, values in metrics.items():
                 for metric, value in values.items():

@@ -43,14 +43,7 @@ from dualmem.learners.gradient import GradientLearner
 from dualmem.learners.joint import JointLearner
 from dualmem.memory.episodic import EpisodicMemory
 from dualmem.results import Row, TestResults
-from dualmem.runner import (
-    build_learner,
-    final_state_path,
-    learner_names,
-    load_learner_state,
-    open_stream,
-    stream_seeds,
-)
+from dualmem.runner import learner_names, open_stream, post_stream_learners, stream_seeds
 
 STREAM = "openworld"
 
@@ -179,10 +172,7 @@ def run_recall(params: dict, cfg: RecallParams, progress: bool = False) -> TestR
         stream = open_stream(params, STREAM, seed)
         rs = make_recall_stream(stream.x_train, cfg, seed, notes)
         sizes = rs.sizes
-        for name in names:
-            learner = build_learner(params, name, stream)
-            state = final_state_path(name, STREAM, seed, stream.n_tasks - 1)
-            cost = load_learner_state(learner, state)
+        for name, learner, cost in post_stream_learners(params, stream):
             outcome = evaluate_learner(learner, rs, cfg, progress)
             for n, value in outcome.recall.items():
                 results.add(f"recall_{n}", name, seed, value)

@@ -28,18 +28,9 @@ from tqdm import tqdm
 from dualmem.data.prepared import as_float, load_auxiliary
 from dualmem.data.stream import Stream
 from dualmem.encoders import EncoderParams, new_encoder
-from dualmem.errors import LeakageError
-from dualmem.learners import Learner
 from dualmem.params import Section
 from dualmem.results import Row, TestResults
-from dualmem.runner import (
-    build_learner,
-    final_state_path,
-    learner_names,
-    load_learner_state,
-    open_stream,
-    stream_seeds,
-)
+from dualmem.runner import learner_names, open_stream, post_stream_learners, stream_seeds
 from dualmem.seeding import derive_seed
 
 STREAM = "openworld"
@@ -138,13 +129,6 @@ def random_encoder_features(n_in: int, hidden: list[int], seed: int) -> FeatureF
     return new_encoder(n_in, hidden, "transfer-random", seed).eval().encode
 
 
-def check_unseen(learner: Learner, novel: list[int]) -> None:
-    leaked = learner.visible_classes & set(novel)
-    if leaked:
-        raise LeakageError(
-            f"learner {learner.name} saw held-out classes {sorted(leaked)} before Test 4")
-
-
 def stream_targets(stream: Stream, cfg: TransferParams, notes: list[str]) -> list[Target]:
     novel = stream.held_out
     x_tr, y_tr = stream.train_split(novel)
@@ -190,11 +174,7 @@ def run_transfer(params: dict, cfg: TransferParams, progress: bool = False) -> T
     for seed in tqdm(stream_seeds(params, STREAM), desc="transfer seeds", disable=not progress):
         stream = open_stream(params, STREAM, seed)
         columns: dict[str, FeatureFn] = {}
-        for name in names:
-            learner = build_learner(params, name, stream)
-            state = final_state_path(name, STREAM, seed, stream.n_tasks - 1)
-            cost = load_learner_state(learner, state)
-            check_unseen(learner, stream.held_out)
+        for name, learner, cost in post_stream_learners(params, stream):
             results.memory.setdefault(name, cost)
             columns[name] = learner.features
         columns[RANDOM] = random_encoder_features(stream.dataset.n_features, hidden, seed)

@@ -18,6 +18,7 @@ import torch
 
 from dualmem.data.stream import Task
 from dualmem.encoders import Encoder, check_classes
+from dualmem.errors import LeakageError
 from dualmem.params import Section
 
 
@@ -102,6 +103,10 @@ class Learner(ABC):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The representation the learner would hand to a downstream task (Test 4)."""
 
+    def known_classes(self) -> set[int]:
+        """Every class this learner has fit a parameter or stored an item for."""
+        return set(self.visible_classes)
+
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"visible_classes": sorted(self.visible_classes), "tasks_seen": self.tasks_seen}
@@ -113,3 +118,10 @@ class Learner(ABC):
     @abstractmethod
     def memory_cost(self) -> dict[str, int]:
         """What the learner keeps: parameter count and bytes, stored items and bytes."""
+
+
+def check_unrevealed(learner: Learner, held_out: list[int]) -> None:
+    """Raise LeakageError if the learner knows any held-out class before that class's test."""
+    leaked = learner.known_classes() & set(held_out)
+    if leaked:
+        raise LeakageError(f"learner {learner.name} knew held-out classes {sorted(leaked)} before their test")

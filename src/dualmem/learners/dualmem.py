@@ -110,6 +110,11 @@ class DualMemoryLearner(Learner):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder.encode(x)
 
+    def known_classes(self) -> set[int]:
+        stored = set(torch.unique(self.episodic.labels).tolist())
+        consolidated = set(self.semantic.known.nonzero().flatten().tolist())
+        return super().known_classes() | stored | consolidated
+
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "episodic": self.episodic.state_dict(),
