@@ -20,12 +20,16 @@ from dualmem.runner import (
     prepared_dataset,
     read_state,
     save_state,
+    sleeping_learners,
     stream_seeds,
 )
 from dualmem.tracking import StageTracker
 
 
 def main(params: dict, args: argparse.Namespace) -> None:
+    if args.learner not in sleeping_learners(params):
+        raise ParamsError("consolidate.learners", f"does not list {args.learner!r}",
+                          "run consolidate only for learners listed there")
     section = learner_section(params, args.learner)
     seeds = stream_seeds(params, args.stream)
     prepared_dataset()
@@ -33,9 +37,6 @@ def main(params: dict, args: argparse.Namespace) -> None:
     for seed in seeds:
         stream = open_stream(params, args.stream, seed)
         learner = build_learner(params, args.learner, stream)
-        if not learner.has_sleep:
-            raise ParamsError("run.learners", f"{args.learner!r} has no sleep phase to consolidate",
-                              "list only learners with a sleep phase in the consolidate stage")
         slept = None
         seconds = []
         for index in tqdm(range(stream.n_tasks), desc=f"sleep {args.learner} seed {seed}"):
@@ -57,4 +58,4 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, lambda args: [paths.SLEEP_DIR / args.stream / args.learner], configure)
+    run_stage(main, lambda args: [paths.sleep_dir(args.stream, args.learner)], configure)

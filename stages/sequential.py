@@ -42,4 +42,4 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, lambda args: [paths.WAKE_DIR / args.stream / args.learner], configure)
+    run_stage(main, lambda args: [paths.wake_dir(args.stream, args.learner)], configure)

@@ -34,4 +34,4 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, lambda args: [paths.ENCODER_DIR / args.stream], configure)
+    run_stage(main, lambda args: [paths.encoder_dir(args.stream)], configure)

@@ -60,6 +60,8 @@ def assert_one_line_error(result, *fragments: str) -> None:
         ({"data__source": "cifar"}, "data.source"),
         ({"learners__finetune__lr": "fast"}, "learners.finetune.lr"),
         ({"learners__dualmem__episodic__k": 0}, "learners.dualmem.episodic.k"),
+        ({"consolidate__learners": ["finetune"]}, "consolidate.learners"),
+        ({"run__learners": ["finetune", "joint"]}, "consolidate.learners"),
     ],
 )
 def test_bad_params_fail_cleanly(tmp_path, tiny_params, overrides, key, monkeypatch, capsys):

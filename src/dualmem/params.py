@@ -131,9 +131,11 @@ class Section:
             raise ParamsError(self.key(name), "holds duplicates", "list each value once")
         return list(value)
 
-    def names(self, name: str, allowed: Iterable[str]) -> list[str]:
+    def names(self, name: str, allowed: Iterable[str], allow_empty: bool = False) -> list[str]:
         allowed = list(allowed)
         value = self.raw(name)
+        if allow_empty and value == []:
+            return []
         if not isinstance(value, list) or not value:
             raise ParamsError(
                 self.key(name), f"must be a non-empty list, got {value!r}", f"list some of: {', '.join(allowed)}"

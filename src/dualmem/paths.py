@@ -9,11 +9,8 @@ DATA_DIR = Path("data")
 PREPARED_DIR = DATA_DIR / "prepared"
 MANIFEST_DIR = PREPARED_DIR / "manifests"
 MODELS_DIR = Path("models")
-ENCODER_DIR = MODELS_DIR / "encoders"
-WAKE_DIR = MODELS_DIR / "wake"
-SLEEP_DIR = MODELS_DIR / "sleep"
 METRICS_DIR = Path("metrics")
-PLOTS_DIR = Path("plots")
+RESULTS_DIR = Path("results")
 REPORTS_DIR = Path("reports")
 
 
@@ -33,13 +30,30 @@ def manifest_path(seed: int) -> Path:
     return MANIFEST_DIR / f"seed_{seed}.json"
 
 
+def stream_models_dir(stream: str) -> Path:
+    """Everything fit on one stream: models/<stream>/{encoder, wake/<learner>, sleep/<learner>}."""
+    return MODELS_DIR / stream
+
+
+def encoder_dir(stream: str) -> Path:
+    return stream_models_dir(stream) / "encoder"
+
+
+def wake_dir(stream: str, learner: str) -> Path:
+    return stream_models_dir(stream) / "wake" / learner
+
+
+def sleep_dir(stream: str, learner: str) -> Path:
+    return stream_models_dir(stream) / "sleep" / learner
+
+
 def encoder_path(stream: str, seed: int) -> Path:
-    return ENCODER_DIR / stream / f"seed_{seed}.pt"
+    return encoder_dir(stream) / f"seed_{seed}.pt"
 
 
 def wake_state_path(stream: str, learner: str, seed: int, task: int) -> Path:
-    return WAKE_DIR / stream / learner / f"seed_{seed}" / f"task_{task}.pt"
+    return wake_dir(stream, learner) / f"seed_{seed}" / f"task_{task}.pt"
 
 
 def sleep_state_path(stream: str, learner: str, seed: int, task: int) -> Path:
-    return SLEEP_DIR / stream / learner / f"seed_{seed}" / f"task_{task}.pt"
+    return sleep_dir(stream, learner) / f"seed_{seed}" / f"task_{task}.pt"

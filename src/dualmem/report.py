@@ -9,7 +9,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from dualmem.results import RESULTS_DIR, TestResults
+from dualmem.paths import RESULTS_DIR
+from dualmem.results import TestResults
 from dualmem.stats import Summary, paired_gap, summarize
 
 TEST_ORDER = ["continual", "fewshot", "novelty", "transfer", "recall"]

@@ -14,10 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dualmem.paths import METRICS_DIR, RESULTS_DIR
 from dualmem.stats import summarize
-
-METRICS_DIR = Path("metrics")
-RESULTS_DIR = Path("results")
 
 
 @dataclass

@@ -41,10 +41,20 @@ def learner_section(params: dict, name: str) -> Section:
     return Section.of(params, f"learners.{name}")
 
 
+def sleeping_learners(params: dict) -> list[str]:
+    """consolidate.learners: the learners that get a consolidate (sleep) stage."""
+    sleepers = [n for n, cls in REGISTRY.items() if cls.has_sleep]
+    return Section.of(params, "consolidate").names("learners", sleepers, allow_empty=True)
+
+
 def validate_learners(params: dict) -> list[str]:
     names = learner_names(params)
     for name in names:
         REGISTRY[name].validate(learner_section(params, name))
+    missing = set(sleeping_learners(params)) - set(names)
+    if missing:
+        raise ParamsError("consolidate.learners", f"names {sorted(missing)}, which run.learners does not run",
+                          "list only learners that run.learners also lists")
     return names
 
 
