@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup repro test tiny ui bench lint clean
+.PHONY: setup repro test tiny ui lint clean fashion-mnist
 
 setup: $(VENV)/.installed fashion-mnist .dvc/config
 
@@ -46,4 +46,4 @@ lint: setup
 	$(BIN)/ruff check src stages tests
 
 clean:
-	rm -rf data/prepared models metrics results plots reports/summary.* reports/figures
+	rm -rf data/prepared models/*/encoder models/*/wake models/*/sleep results dvc_plots
