@@ -46,4 +46,4 @@ lint: setup
 	$(BIN)/ruff check src stages tests
 
 clean:
-	rm -rf data/prepared models/*/encoder models/*/wake models/*/sleep results dvc_plots
+	rm -rf data/prepared models/*/encoder models/*/wake/* models/*/sleep/* results/*.json dvc_plots
