@@ -29,8 +29,10 @@ def fashion_as_auxiliary(directory: str, main: Dataset) -> Dataset | None:
     except DataError as exc:
         print(f"note: {exc} — Tests 3-4 will skip Fashion-MNIST ({FASHION_INSTALL})", file=sys.stderr)
         return None
-    resize = lambda codes: resize_codes(codes, fashion.scale, fashion.image_shape,  # noqa: E731
-                                        main.image_shape, main.scale)
+
+    def resize(codes: np.ndarray) -> np.ndarray:
+        return resize_codes(codes, fashion.scale, fashion.image_shape, main.image_shape, main.scale)
+
     return Dataset("fashion_mnist", resize(fashion.x_train), fashion.y_train, resize(fashion.x_test),
                    fashion.y_test, main.scale, main.image_shape)
 

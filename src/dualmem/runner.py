@@ -25,14 +25,10 @@ def learner_names(params: dict) -> list[str]:
     return Section.of(params, "run").names("learners", REGISTRY)
 
 
-def seeds_of(params: dict, key: str = "run.seeds") -> list[int]:
-    section, name = key.rsplit(".", 1)
-    return Section.of(params, section).int_list(name, minimum=0)
-
-
 def stream_seeds(params: dict, stream: str) -> list[int]:
     """Seeds a stream is run for: run.seeds (continual) or protocol.openworld.seeds (openworld)."""
-    return seeds_of(params, "run.seeds" if stream == "continual" else "protocol.openworld.seeds")
+    section = "run" if stream == "continual" else "protocol.openworld"
+    return Section.of(params, section).int_list("seeds", minimum=0)
 
 
 def learner_section(params: dict, name: str) -> Section:

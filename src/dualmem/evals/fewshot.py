@@ -127,11 +127,6 @@ class EpisodeSampler:
         return self.sample(classes, classes, shots, queries, rng)
 
 
-def encode(learner: Learner, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    return torch.cat([learner.features(x[i : i + batch_size])
-                      for i in range(0, len(x), batch_size)])
-
-
 def fit_heads(xs: torch.Tensor, ys: torch.Tensor, n_out: int, steps: int, lr: float,
               fixed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Independent linear heads per episode (xs: E x S x d), zero init, full-batch Adam on the mean
@@ -255,7 +250,7 @@ def evaluate_learner(learner: Learner, stream: Stream, cfg: FewshotParams, progr
     x = torch.cat([xu_tr, xu_te, xk_te])
     y = torch.cat([yu_tr, yu_te, yk_te]).numpy()
     is_test = np.arange(len(y)) >= len(yu_tr)
-    feats = encode(learner, x)
+    feats = learner.features(x)  # the encoder batches
     sampler = EpisodeSampler(y, is_test)
     metrics, cis = {}, {}
     for k in tqdm(cfg.shots, desc=f"fewshot {learner.name}", disable=not progress, leave=False):

@@ -118,12 +118,10 @@ def far_ood_sets(stream: Stream, cfg: NoveltyParams,
 def novelty_scores(learner: Learner, x: torch.Tensor, cfg: NoveltyParams, batch_size: int = 4096
                    ) -> dict[str, np.ndarray]:
     """Raw scores (higher = more novel): "msp" for every learner, "knn" for the dual memory."""
-    probs = torch.cat([learner.predict_proba(x[i : i + batch_size])
-                       for i in range(0, len(x), batch_size)])
+    probs = learner.batched_proba(x, batch_size)
     scores = {"msp": (1.0 - probs.max(1).values).numpy()}
     if isinstance(learner, DualMemoryLearner):
-        feats = torch.cat([learner.features(x[i : i + batch_size])
-                           for i in range(0, len(x), batch_size)])
+        feats = learner.features(x)  # the encoder batches
         k = min(cfg.knn_k, len(learner.episodic))
         scores["knn"] = (1.0 - learner.episodic.read(feats, k=k).kth_similarity).numpy()
     return scores

@@ -95,9 +95,12 @@ class Learner(ABC):
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities over all n_classes, shape (n, n_classes)."""
 
+    def batched_proba(self, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+        """`predict_proba` over x in batches (bounded memory for large evaluation sets)."""
+        return torch.cat([self.predict_proba(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
     def predict(self, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
-        return torch.cat([self.predict_proba(x[i : i + batch_size]).argmax(1)
-                          for i in range(0, len(x), batch_size)])
+        return self.batched_proba(x, batch_size).argmax(1)
 
     @abstractmethod
     def features(self, x: torch.Tensor) -> torch.Tensor:
