@@ -6,17 +6,21 @@ Every value a user may change lives in params.yaml. Each stage reads the section
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, Field, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from dualmem.errors import ParamsError
 
 DEFAULT_PARAMS = Path("params.yaml")
+T = TypeVar("T")
 
 
 def load_params(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
@@ -148,3 +152,57 @@ class Section:
         if len(set(value)) != len(value):
             raise ParamsError(self.key(name), "holds duplicates", "list each name once")
         return list(value)
+
+
+# -- typed config dataclasses -----------------------------------------------------------------------
+def param(default: Any = MISSING, *, minimum: float | None = None, maximum: float | None = None,
+          choices: Iterable[str] | None = None) -> Any:
+    """A config dataclass field with its validation rule (range or choices) beside its default."""
+    meta = {"minimum": minimum, "maximum": maximum, "choices": list(choices) if choices else None}
+    return field(default=default, metadata=meta)
+
+
+def parse_config(cls: type[T], section: Section) -> T:
+    """Build and validate the config dataclass `cls` from `section`, once: every key is type- and
+    range-checked, a missing key without default and an unknown key fail with a ParamsError that names
+    the full key (an unknown one with the nearest valid key)."""
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    for key in section.data:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"did you mean '{section.key(close[0])}'?" if close else f"valid keys: {', '.join(names)}"
+            raise ParamsError(section.key(str(key)), "is not a known key", f"remove it or rename it; {hint}")
+    values = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        values[f.name] = _parse_field(section, f, hints[f.name])
+    return cls(**values)
+
+
+def _parse_field(section: Section, f: Field, hint: Any) -> Any:
+    default = ... if f.default is MISSING else f.default
+    lo, hi, choices = f.metadata.get("minimum"), f.metadata.get("maximum"), f.metadata.get("choices")
+    name = f.name
+    if is_dataclass(hint):
+        if name not in section.data and default is not ...:
+            return default
+        return parse_config(hint, section.section(name))
+    optional = get_origin(hint) in (Union, UnionType) and type(None) in get_args(hint)
+    if optional:
+        if section.raw(name, default) is None:
+            return None
+        hint = next(a for a in get_args(hint) if a is not type(None))
+    if hint is bool:
+        return section.boolean(name, default)
+    if hint is int:
+        value = section.integer(name, None if lo is None else int(lo), default)
+        if hi is not None and value > hi:
+            raise ParamsError(section.key(name), f"must be <= {hi}, got {value}", f"use a value <= {hi}")
+        return value
+    if hint is float:
+        return section.number(name, lo, hi, default)
+    if hint is str:
+        return section.choice(name, choices, default) if choices else section.string(name, default)
+    if get_origin(hint) is list and get_args(hint) == (int,):
+        return section.int_list(name, None if lo is None else int(lo), unique=False)
+    raise TypeError(f"config field {name}: unsupported type {hint!r}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,13 @@ from dualmem.data.splits import read_manifest
 from dualmem.data.stream import Stream
 from dualmem.encoders import load_encoder
 from dualmem.errors import DataError, ParamsError
-from dualmem.learners import REGISTRY, Learner, LearnerContext
-from dualmem.learners.base import check_unrevealed
+from dualmem.learners import Learner, LearnerContext, available, learner_class
+from dualmem.learners.common.base import check_unrevealed
 from dualmem.params import Section
 
 
 def learner_names(params: dict) -> list[str]:
-    return Section.of(params, "run").names("learners", REGISTRY)
+    return Section.of(params, "run").names("learners", available())
 
 
 def stream_seeds(params: dict, stream: str) -> list[int]:
@@ -32,21 +31,35 @@ def stream_seeds(params: dict, stream: str) -> list[int]:
 
 
 def learner_section(params: dict, name: str) -> Section:
-    if name not in REGISTRY:
-        raise ParamsError("run.learners", f"names unknown learner {name!r}", f"use one of: {', '.join(REGISTRY)}")
+    learner_class(name)  # an unknown name fails here, naming run.learners
     return Section.of(params, f"learners.{name}")
+
+
+def learner_config(params: dict, name: str) -> object:
+    """The validated config of learners.<name> (parsed once per stage)."""
+    return learner_class(name).parse(learner_section(params, name))
+
+
+def memory_budget(params: dict) -> int | None:
+    """memory.budget_bytes: the bytes every learner that stores items may fill (None = unbounded)."""
+    return Section.of(params, "memory").optional_integer("budget_bytes", 1)
 
 
 def sleeping_learners(params: dict) -> list[str]:
     """consolidate.learners: the learners that get a consolidate (sleep) stage."""
-    sleepers = [n for n, cls in REGISTRY.items() if cls.has_sleep]
-    return Section.of(params, "consolidate").names("learners", sleepers, allow_empty=True)
+    names = Section.of(params, "consolidate").names("learners", available(), allow_empty=True)
+    for name in names:
+        if not learner_class(name).has_sleep:
+            raise ParamsError("consolidate.learners", f"names {name!r}, which has no sleep phase",
+                              "list only learners with a sleep phase (e.g. dualmem)")
+    return names
 
 
 def validate_learners(params: dict) -> list[str]:
     names = learner_names(params)
+    memory_budget(params)
     for name in names:
-        REGISTRY[name].validate(learner_section(params, name))
+        learner_config(params, name)
     missing = set(sleeping_learners(params)) - set(names)
     if missing:
         raise ParamsError("consolidate.learners", f"names {sorted(missing)}, which run.learners does not run",
@@ -68,8 +81,8 @@ def open_stream(params: dict, name: str, seed: int) -> Stream:
 
 def build_learner(params: dict, name: str, stream: Stream) -> Learner:
     encoder, _ = load_encoder(paths.encoder_path(stream.name, stream.seed))
-    ctx = LearnerContext(encoder, stream.n_classes, stream.seed, stream.x_train)
-    return REGISTRY[name](learner_section(params, name), ctx)
+    ctx = LearnerContext(encoder, stream.n_classes, stream.seed, stream.x_train, memory_budget(params))
+    return learner_class(name)(learner_config(params, name), ctx)
 
 
 def save_state(learner: Learner, path: Path) -> None:
@@ -82,19 +95,18 @@ def save_state(learner: Learner, path: Path) -> None:
 
 def final_state_path(name: str, stream: str, seed: int, task: int) -> Path:
     """The state after task `task`: consolidated for learners with a sleep phase, wake otherwise."""
-    if REGISTRY[name].has_sleep:
+    if learner_class(name).has_sleep:
         return paths.sleep_state_path(stream, name, seed, task)
     return paths.wake_state_path(stream, name, seed, task)
 
 
-def post_stream_learners(params: dict, stream: Stream) -> Iterator[tuple[str, Learner, dict[str, int]]]:
-    """(name, learner, memory cost) for every learner of run.learners, in its state after the whole
-    stream, checked to know no held-out class yet."""
-    for name in learner_names(params):
-        learner = build_learner(params, name, stream)
-        memory = load_learner_state(learner, final_state_path(name, stream.name, stream.seed, stream.n_tasks - 1))
-        check_unrevealed(learner, stream.held_out)
-        yield name, learner, memory
+def post_stream_learner(params: dict, name: str, stream: Stream) -> tuple[Learner, dict[str, int]]:
+    """The learner `name` in its state after the whole stream, checked to know no held-out class yet,
+    and its memory cost."""
+    learner = build_learner(params, name, stream)
+    memory = load_learner_state(learner, final_state_path(name, stream.name, stream.seed, stream.n_tasks - 1))
+    check_unrevealed(learner, stream.held_out)
+    return learner, memory
 
 
 def read_state(path: Path) -> dict[str, Any]:

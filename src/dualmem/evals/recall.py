@@ -52,69 +52,6 @@ STREAM = "openworld"
 __all__ = ["RecallParams", "corrupt", "make_recall_stream", "offline_recall", "online_recall"]
 
 
-# -- dual memory: episodic kNN over every prefix in one pass --------------------------------------
-@torch.no_grad()
-def prefix_knn_predictions(memory: EpisodicMemory, queries: torch.Tensor, sizes: list[int],
-                           candidates: int, chunk: int,
-                           progress: bool = False) -> dict[int, torch.Tensor]:
-    """For each N in sizes: the readout of a memory holding the first N stored items, for the
-    first N queries (features; normalised here) — as `EpisodicMemory(first N).read(...)`."""
-    keys, labels = memory.keys, memory.labels
-    queries = F.normalize(queries.float(), dim=1)
-    search = keys.bfloat16() if candidates else keys
-    preds = {n: torch.empty(n, dtype=torch.long) for n in sizes}
-    starts = range(0, sizes[-1], chunk)
-    for start in tqdm(starts, desc="episodic", disable=not progress, leave=False):
-        q = queries[start : start + chunk]
-        sims = q.to(search.dtype) @ search[: sizes[-1]].T
-        for n in (n for n in sizes if n > start):
-            rows = min(len(q), n - start)
-            k = min(memory.k, n)
-            if candidates:
-                shortlist = sims[:rows, :n].topk(min(max(candidates, k), n), dim=1).indices
-                exact = torch.einsum("qd,qcd->qc", q[:rows], keys[shortlist])
-                top, pos = exact.topk(k, dim=1)
-                idx = shortlist.gather(1, pos)
-            else:
-                top, idx = sims[:rows, :n].topk(k, dim=1)
-            weights = torch.softmax(top / memory.temperature, dim=1)
-            probs = torch.zeros(rows, memory.n_classes).scatter_add_(1, labels[idx], weights)
-            preds[n][start : start + rows] = probs.argmax(1)
-    return preds
-
-
-def episodic_recall(encoder: Encoder, rs: RecallStream, cfg: RecallParams, temperature: float,
-                    budget: int | None = None, progress: bool = False) -> RecallOutcome:
-    keys = encoder.encode(rs.cues)
-    queries = encoder.encode(rs.queries)
-    recall, correct = {}, np.zeros(0, dtype=bool)
-
-    def fresh(n: int) -> EpisodicMemory:
-        memory = EpisodicMemory(encoder.out_dim, cfg.n_targets, cfg.k, temperature, budget)
-        memory.write(keys[:n], rs.targets[:n])  # every item written once, in stream order
-        return memory
-
-    if budget is None:  # the memory for N is the first N items of the memory for the largest N
-        memory = fresh(rs.n_max)
-        preds = prefix_knn_predictions(memory, queries, rs.sizes, cfg.candidates, cfg.query_batch,
-                                       progress)
-    else:  # eviction depends on N: one fresh memory per N
-        preds = {}
-        for n in rs.sizes:
-            memory = fresh(n)
-            step = cfg.query_batch
-            chunks = [queries[i : min(i + step, n)] for i in range(0, n, step)]
-            preds[n] = torch.cat([memory.read(q).probs.argmax(1) for q in chunks])
-    for n in rs.sizes:
-        hits = (preds[n] == rs.targets[:n]).numpy()
-        recall[n], correct = float(hits.mean()), hits
-    batch = rs.queries[: cfg.query_batch]
-    t0 = time.perf_counter()
-    memory.read(encoder.encode(batch))
-    query_us = 1e6 * (time.perf_counter() - t0) / len(batch)
-    return RecallOutcome(recall, correct, memory.nbytes() / max(len(memory), 1), query_us)
-
-
 def evaluate_learner(learner: Learner, rs: RecallStream, cfg: RecallParams,
                      progress: bool = False) -> RecallOutcome:
     """Recall of one post-stream learner; reads the learner, never modifies it."""

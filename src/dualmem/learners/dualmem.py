@@ -1,7 +1,8 @@
 """`dualmem`: the dual-memory learner (complementary learning systems).
 
 - Wake (`observe`): every item is written once to the fast episodic memory as the L2-normalised
-  feature of the frozen encoder — no gradient step.
+  feature of the frozen encoder — no gradient step. The memory holds as many items as the memory
+  budget buys at float32 keys (class-balanced FIFO eviction beyond that).
 - Sleep (`sleep`, called by the consolidate stage after each task): the slow semantic memory is
   trained by class-balanced replay from the episodic memory with distillation toward its old self.
 - Readout: a gate on familiarity (mean similarity of the k nearest stored items) trusts the episodic
@@ -9,78 +10,93 @@
   p = g * p_episodic + (1 - g) * p_semantic,  g = sigmoid(sharpness * (familiarity - threshold)).
   The threshold is calibrated at each sleep: the `threshold_quantile` of the leave-one-out
   familiarity of stored items, so "familiar" means "as close as stored items are to each other".
+- Capabilities it overrides: few-shot (shots written to a fresh episodic memory; generalised: to a
+  copy of its memory), novelty (cosine distance to the `novelty_k`-th nearest stored item) and recall
+  (a fresh episodic memory within the budget).
 """
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from dualmem.data.stream import Task
-from dualmem.learners.base import Learner, LearnerContext
+from dualmem.evals.recall_memory import knn_recall
+from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
+from dualmem.learners.common.base import LABEL_BYTES, Learner, LearnerContext, parameter_cost
+from dualmem.learners.common.readouts import Episodes, HeadFit
 from dualmem.memory.episodic import EpisodicMemory
 from dualmem.memory.semantic import ConsolidationParams, SemanticMemory
-from dualmem.params import Section
+from dualmem.params import param
 from dualmem.seeding import derive_seed, seeded_generator
 
 CALIBRATION_PROBES = 2000
 
 
+@dataclass(frozen=True)
+class EpisodicConfig:
+    k: int = param(minimum=1)
+    temperature: float = param(minimum=1e-6)  # softmax temperature over the k cosine similarities
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    hidden: int = param(minimum=0)  # 0 = cosine-linear classifier on the features
+    input_scale: float = param(minimum=1e-6)
+    steps: int = param(minimum=0)  # replay steps per sleep
+    batch_size: int = param(minimum=1)
+    lr: float = param(minimum=0.0)
+    distill_weight: float = param(minimum=0.0)
+    distill_temperature: float = param(minimum=1e-6)
+
+
+@dataclass(frozen=True)
+class ReadoutConfig:
+    threshold_quantile: float = param(minimum=0.0, maximum=1.0)
+    sharpness: float = param(minimum=0.0)
+    generalised: str = param("episodic", choices=("episodic", "full"))  # K ∪ U rule: episodic kNN or gated
+    novelty_k: int = param(10, minimum=1)  # novelty = 1 - cosine similarity of the k-th nearest item
+
+
+@dataclass(frozen=True)
+class DualMemoryConfig:
+    batch_size: int = param(minimum=1)  # write batch; every item is written exactly once
+    episodic: EpisodicConfig = param()
+    semantic: SemanticConfig = param()
+    readout: ReadoutConfig = param()
+
+
 class DualMemoryLearner(Learner):
     name = "dualmem"
+    Config = DualMemoryConfig
     has_sleep = True
 
-    def __init__(self, cfg: Section, ctx: LearnerContext) -> None:
+    def __init__(self, cfg: DualMemoryConfig, ctx: LearnerContext) -> None:
         super().__init__(cfg, ctx)
-        self.validate(cfg)
-        epi, sem, gate = cfg.section("episodic"), cfg.section("semantic"), cfg.section("readout")
         self.encoder = ctx.encoder.eval()
-        self._batch_size = cfg.integer("batch_size", minimum=1)
-        self.episodic = EpisodicMemory(
-            self.encoder.out_dim, ctx.n_classes, k=epi.integer("k", minimum=1),
-            temperature=epi.number("temperature", minimum=1e-6), budget=epi.optional_integer("budget", 1),
-        )
+        epi, sem = cfg.episodic, cfg.semantic
+        self.episodic = EpisodicMemory(self.encoder.out_dim, ctx.n_classes, k=epi.k, temperature=epi.temperature,
+                                       budget=ctx.item_capacity(self.feature_item_bytes(), self.name))
         torch.manual_seed(derive_seed("dualmem-semantic", ctx.seed))
-        self.semantic = SemanticMemory(self.encoder.out_dim, ctx.n_classes, sem.integer("hidden", minimum=0),
-                                       sem.number("input_scale", minimum=1e-6))
-        self.consolidation = ConsolidationParams(
-            steps=sem.integer("steps", minimum=0), batch_size=sem.integer("batch_size", minimum=1),
-            lr=sem.number("lr", minimum=0.0), distill_weight=sem.number("distill_weight", minimum=0.0),
-            distill_temperature=sem.number("distill_temperature", minimum=1e-6),
-        )
-        self.threshold_quantile = gate.number("threshold_quantile", minimum=0.0, maximum=1.0)
-        self.sharpness = gate.number("sharpness", minimum=0.0)
+        self.semantic = SemanticMemory(self.encoder.out_dim, ctx.n_classes, sem.hidden, sem.input_scale)
+        self.consolidation = ConsolidationParams(steps=sem.steps, batch_size=sem.batch_size, lr=sem.lr,
+                                                 distill_weight=sem.distill_weight,
+                                                 distill_temperature=sem.distill_temperature)
         self.semantic.register_buffer("threshold", torch.tensor(1.0))
 
-    @classmethod
-    def validate(cls, cfg: Section) -> None:
-        cfg.integer("batch_size", minimum=1)
-        epi, sem, gate = cfg.section("episodic"), cfg.section("semantic"), cfg.section("readout")
-        epi.integer("k", minimum=1)
-        epi.number("temperature", minimum=1e-6)
-        epi.optional_integer("budget", 1)
-        for key in ("hidden", "steps"):
-            sem.integer(key, minimum=0)
-        sem.integer("batch_size", minimum=1)
-        for key in ("lr", "distill_weight"):
-            sem.number(key, minimum=0.0)
-        sem.number("distill_temperature", minimum=1e-6)
-        sem.number("input_scale", minimum=1e-6)
-        gate.number("threshold_quantile", minimum=0.0, maximum=1.0)
-        gate.number("sharpness", minimum=0.0)
-
-    @property
-    def batch_size(self) -> int:
-        return self._batch_size
+    def feature_item_bytes(self) -> int:
+        return 4 * self.encoder.out_dim + LABEL_BYTES
 
     # -- wake and sleep -----------------------------------------------------------------------
     def observe(self, x: torch.Tensor, y: torch.Tensor, ids: np.ndarray) -> None:
         self.episodic.write(self.encoder.encode(x), y, ids)
 
     def write(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One-shot write of items outside the stream (few-shot support sets, recall streams)."""
+        """One-shot write of items outside the stream."""
         self.visible_classes |= set(torch.unique(y).tolist())
         self.episodic.write(self.encoder.encode(x), y)
 
@@ -88,19 +104,17 @@ class DualMemoryLearner(Learner):
         generator = seeded_generator("dualmem-sleep", self.ctx.seed, task.stream, task.index)
         self.semantic.consolidate(self.episodic, self.consolidation, generator)
         familiarity = self.episodic.self_familiarity(CALIBRATION_PROBES, generator)
-        self.semantic.threshold.fill_(float(torch.quantile(familiarity, self.threshold_quantile)))
+        self.semantic.threshold.fill_(float(torch.quantile(familiarity, self.cfg.readout.threshold_quantile)))
 
     def wake_state_after_sleep(self, wake: dict[str, Any], slept: dict[str, Any] | None) -> dict[str, Any]:
         return wake if slept is None else {**wake, "semantic": slept["semantic"]}
 
     # -- readout ------------------------------------------------------------------------------
     def gate(self, familiarity: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.sharpness * (familiarity - self.semantic.threshold))
+        return torch.sigmoid(self.cfg.readout.sharpness * (familiarity - self.semantic.threshold))
 
-    @torch.no_grad()
-    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.encoder.encode(x)
-        readout = self.episodic.read(feats)
+    def gated(self, memory: EpisodicMemory, feats: torch.Tensor) -> torch.Tensor:
+        readout = memory.read(feats)
         if not self.semantic.known.any():
             return readout.probs
         g = self.gate(readout.familiarity).unsqueeze(1)
@@ -109,6 +123,46 @@ class DualMemoryLearner(Learner):
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder.encode(x)
+
+    @torch.no_grad()
+    def proba_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.gated(self.episodic, feats)
+
+    @torch.no_grad()
+    def fewshot_scores(self, episodes: Episodes, fit: HeadFit) -> torch.Tensor:
+        """The shots written to a fresh episodic memory (this learner's k and temperature), read by kNN."""
+        out = []
+        for e in range(len(episodes.support)):
+            memory = EpisodicMemory(episodes.support.shape[2], episodes.n_way,
+                                    k=min(self.episodic.k, episodes.support.shape[1]),
+                                    temperature=self.episodic.temperature)
+            memory.write(episodes.support[e], episodes.support_y[e])
+            out.append(memory.read(episodes.query[e]).probs)
+        return torch.stack(out)
+
+    @torch.no_grad()
+    def generalised_scores(self, episodes: Episodes, known: list[int], fit: HeadFit) -> torch.Tensor:
+        """U's shots written into a copy of the episodic memory; episodic kNN or the gated readout."""
+        out = []
+        for e in range(len(episodes.support)):
+            # a shallow copy shares the stored tensors: write() concatenates into new ones and never
+            # edits them in place, so this learner's memory stays as it was
+            memory = copy.copy(self.episodic)
+            memory.write(episodes.support[e], episodes.support_global(e))
+            if self.cfg.readout.generalised == "full":
+                probs = self.gated(memory, episodes.query[e])
+            else:
+                probs = memory.read(episodes.query[e]).probs
+            out.append(probs[:, episodes.classes[e]])
+        return torch.stack(out)
+
+    @torch.no_grad()
+    def novelty_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        k = min(self.cfg.readout.novelty_k, len(self.episodic))
+        return 1.0 - self.episodic.read(feats, k=k).kth_similarity
+
+    def recall(self, stream: RecallStream, cfg: RecallParams, progress: bool = False) -> RecallOutcome:
+        return knn_recall(self.features, stream, cfg, self.episodic.budget, self.episodic.temperature, progress)
 
     def known_classes(self) -> set[int]:
         stored = set(torch.unique(self.episodic.labels).tolist())
@@ -128,6 +182,5 @@ class DualMemoryLearner(Learner):
         self.semantic.load_state_dict(state["semantic"])
 
     def memory_cost(self) -> dict[str, int]:
-        n_params = self.semantic.n_params() + sum(p.numel() for p in self.encoder.parameters())
-        return {"params": n_params, "param_bytes": 4 * n_params, "items": len(self.episodic),
-                "item_bytes": self.episodic.nbytes()}
+        return parameter_cost(self.encoder, self.semantic, items=len(self.episodic),
+                              item_bytes=self.episodic.nbytes())

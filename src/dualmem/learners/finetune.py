@@ -3,8 +3,8 @@ nothing to protect old classes — the learner that forgets."""
 
 from __future__ import annotations
 
-from dualmem.learners.gradient import GradientLearner
+from dualmem.learners.common.head import HeadLearner
 
 
-class FinetuneLearner(GradientLearner):
+class FinetuneLearner(HeadLearner):
     name = "finetune"

@@ -1,38 +1,43 @@
 """`joint`: the upper bound. After each task it trains on all data seen so far (every past task's
-training set is kept), from its current weights (`warm_start: true`) or from the initial ones."""
+training set is kept, outside any memory budget: it is the oracle, not a method), from its current
+weights (`warm_start: true`) or from the initial ones. Its recall rule trains offline on all N items."""
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from dualmem.data.stream import Task
-from dualmem.learners.base import LearnerContext
-from dualmem.learners.gradient import GradientLearner
-from dualmem.params import Section
+from dualmem.evals.recall_networks import offline_recall
+from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
+from dualmem.learners.common.base import LearnerContext
+from dualmem.learners.common.head import HeadConfig, HeadLearner
+from dualmem.params import param
 
 
-class JointLearner(GradientLearner):
+@dataclass(frozen=True)
+class JointConfig(HeadConfig):
+    warm_start: bool = param(True)
+
+
+class JointLearner(HeadLearner):
     name = "joint"
+    Config = JointConfig
+    upper_bound = True
 
-    def __init__(self, cfg: Section, ctx: LearnerContext) -> None:
+    def __init__(self, cfg: JointConfig, ctx: LearnerContext) -> None:
         super().__init__(cfg, ctx)
-        self.warm_start = cfg.boolean("warm_start")
         self.initial = copy.deepcopy((self.encoder.state_dict(), self.head.state_dict()))
         self.seen_ids = np.empty(0, dtype=np.int64)
         self.seen_labels = torch.empty(0, dtype=torch.long)
 
-    @classmethod
-    def validate(cls, cfg: Section) -> None:
-        super().validate(cfg)
-        cfg.boolean("warm_start")
-
     def before_task(self, task: Task) -> None:
         super().before_task(task)
-        if not self.warm_start:
+        if not self.cfg.warm_start:
             self.encoder.load_state_dict(self.initial[0])
             self.head.load_state_dict(self.initial[1])
         self.seen_ids = np.concatenate([self.seen_ids, task.ids])
@@ -46,6 +51,9 @@ class JointLearner(GradientLearner):
                 rows = order[start : start + self.batch_size]
                 self.guarded_observe(x_all[rows], self.seen_labels[rows], self.seen_ids[rows])
 
+    def recall(self, stream: RecallStream, cfg: RecallParams, progress: bool = False) -> RecallOutcome:
+        return offline_recall(self.encoder, stream, cfg, progress)
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "seen_ids": torch.from_numpy(self.seen_ids),
                 "seen_labels": self.seen_labels}
@@ -56,6 +64,5 @@ class JointLearner(GradientLearner):
         self.seen_labels = state["seen_labels"]
 
     def memory_cost(self) -> dict[str, int]:
-        cost = super().memory_cost()
         n = len(self.seen_ids)
-        return {**cost, "items": n, "item_bytes": n * (self.ctx.train_x.shape[1] + 8)}
+        return {**super().memory_cost(), "items": n, "item_bytes": n * self.ctx.raw_item_bytes}

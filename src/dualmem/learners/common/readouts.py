@@ -1,0 +1,56 @@
+"""Few-shot episodes as the learners see them (features only), and the linear-head fit that is the
+default way to learn new classes from shots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class HeadFit:
+    """How new linear rows are fit on shots: full-batch Adam steps and learning rate."""
+
+    steps: int
+    lr: float
+
+
+@dataclass
+class Episodes:
+    """A batch of E episodes of one shape, as features of the learner that reads them."""
+
+    support: torch.Tensor  # (E, S, d) features of the shots
+    support_y: torch.Tensor  # (E, S) local labels: positions in `classes`
+    query: torch.Tensor  # (E, Q, d) features of the queries
+    classes: torch.Tensor  # (E, C) the global class of each local label
+
+    @property
+    def n_way(self) -> int:
+        return int(self.classes.shape[1])
+
+    def support_global(self, e: int) -> torch.Tensor:
+        """Global labels of episode e's shots."""
+        return self.classes[e][self.support_y[e]]
+
+
+def fit_heads(xs: torch.Tensor, ys: torch.Tensor, n_out: int, fit: HeadFit,
+              fixed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Independent linear heads per episode (xs: E x S x d), zero init, full-batch Adam on the mean
+    cross-entropy; `fixed` (E x S x m) are logits of frozen rows put before the trained ones (ys then
+    index the concatenation)."""
+    n_ep, n_shots, dim = xs.shape
+    weight = torch.zeros(n_ep, dim, n_out, requires_grad=True)
+    bias = torch.zeros(n_ep, 1, n_out, requires_grad=True)
+    optimiser = torch.optim.Adam([weight, bias], lr=fit.lr)
+    with torch.enable_grad():
+        for _ in range(fit.steps):
+            logits = torch.baddbmm(bias, xs, weight)
+            if fixed is not None:
+                logits = torch.cat([fixed, logits], dim=2)
+            loss = F.cross_entropy(logits.reshape(n_ep * n_shots, -1), ys.reshape(-1), reduction="sum") / n_shots
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return weight.detach(), bias.detach()
