@@ -1,33 +1,33 @@
-"""DVC stage `evaluate_transfer` (Test 4): a linear probe on every learner's frozen post-stream
-features (and a random encoder's) for the held-out classes U and, when prepared, Fashion-MNIST;
-per-run MLflow children. The work is in `dualmem.evals.transfer`."""
+"""DVC stage `evaluate_transfer@<learner>` (Test 4): a linear probe on the learner's frozen post-stream
+features for the held-out classes U and, when prepared, Fashion-MNIST; `--learner random` probes an
+untrained encoder of the same architecture (the reference column, stage `evaluate_transfer_random`).
+Per-run MLflow children. The work is in `dualmem.evals.transfer`."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from dualmem.cli import run_stage
-from dualmem.evals.transfer import TransferParams, child_runs, run_transfer, write_plots
-from dualmem.runner import prepared_dataset, validate_learners
+from dualmem.cli import learner_argument, run_stage
+from dualmem.evals.transfer import RANDOM, TransferParams, child_runs, run_transfer
+from dualmem.results import evaluation_outputs
+from dualmem.runner import learner_config, prepared_dataset
 from dualmem.tracking import StageTracker
 
 SECTION = "evaluate_transfer"
-OUTPUTS = [Path("metrics/transfer.json"), Path("results/transfer.json"), Path("plots/transfer")]
 
 
 def main(params: dict, args: argparse.Namespace) -> None:
     cfg = TransferParams.from_params(params)  # validate everything before any work
-    validate_learners(params)
+    if args.learner != RANDOM:
+        learner_config(params, args.learner)
     prepared_dataset()
-    results = run_transfer(params, cfg, progress=True)
-    tracker = StageTracker("evaluate_transfer", params)
+    results = run_transfer(params, args.learner, cfg, progress=True)
+    tracker = StageTracker(f"evaluate_transfer@{args.learner}", params)
     for column, seed, metrics in child_runs(results):
         tracker.add_run("transfer", column, seed, {SECTION: params[SECTION]}, metrics)
-    results.save()
-    write_plots(results, Path("plots/transfer"))
+    results.save(args.learner)
     tracker.flush()
 
 
 if __name__ == "__main__":
-    run_stage(main, lambda args: OUTPUTS)
+    run_stage(main, lambda args: evaluation_outputs("transfer", args.learner), learner_argument)

@@ -15,10 +15,9 @@ from dualmem import paths
 from dualmem.cli import run_stage
 from dualmem.data.prepared import prepared_file, resize_codes, save_dataset
 from dualmem.data.sources import FASHION_INSTALL, SOURCES, Dataset, load_fashion_mnist, load_source
-from dualmem.data.splits import ProtocolParams, make_manifest, write_manifest
+from dualmem.data.splits import ProtocolParams, make_manifest, stream_seeds, write_manifest
 from dualmem.errors import DataError
 from dualmem.params import Section
-from dualmem.runner import stream_seeds, validate_learners
 
 OUTPUTS = [paths.PREPARED_DIR]
 
@@ -41,7 +40,6 @@ def main(params: dict, args: argparse.Namespace) -> None:
     data = Section.of(params, "data")
     source = data.choice("source", SOURCES)
     fashion_dir = data.string("fashion_mnist_dir")
-    validate_learners(params)
     seeds = sorted(set(stream_seeds(params, "continual")) | set(stream_seeds(params, "openworld")))
     dataset = load_source(source, fashion_dir)
     protocol = ProtocolParams.from_params(params, dataset.n_classes)

@@ -1,34 +1,46 @@
-"""DVC stage `report`: reports/summary.md and summary.csv (the comparison table with gap columns),
-PNG figures in reports/, and an MLflow child run holding the table and figures."""
+"""DVC stage `report`: merges every evaluate stage's per-learner results into reports/summary.md and
+summary.csv (the comparison table with both gap columns, the per-learner table with memory bytes, the
+literature check), the DVC plot data (plots/*.csv), PNG figures in reports/, and an MLflow child run
+holding the table and figures."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from dualmem.cli import run_stage
 from dualmem.errors import ParamsError, UserError
-from dualmem.learners import REGISTRY
 from dualmem.params import Section
 from dualmem.paths import REPORTS_DIR
+from dualmem.plot_data import plot_tables
 from dualmem.plots import plot_all
-from dualmem.report import load_results, markdown, write_csv
+from dualmem.report import ReportSpec, load_results, markdown, write_csv, write_plot_tables
 from dualmem.tracking import ChildRun, StageTracker
 
 SUMMARY_MD = REPORTS_DIR / "summary.md"
 SUMMARY_CSV = REPORTS_DIR / "summary.csv"
 FIGURES = REPORTS_DIR / "figures"
+PLOTS = Path("plots")
+
+
+def report_spec(params: dict) -> ReportSpec:
+    learners = Section.of(params, "run").string_list("learners")
+    report = Section.of(params, "report")
+    gap = tuple(report.names("gap", learners))
+    if len(gap) != 2:
+        raise ParamsError("report.gap", f"must name two learners, got {list(gap)}", "write [dualmem, finetune]")
+    return ReportSpec(learners, (gap[0], gap[1]), report.names("upper_bounds", learners, allow_empty=True))
 
 
 def main(params: dict, args: argparse.Namespace) -> None:
-    gap = tuple(Section.of(params, "report").names("gap", REGISTRY))
-    if len(gap) != 2:
-        raise ParamsError("report.gap", f"must name two learners, got {list(gap)}", "write [dualmem, finetune]")
-    results = load_results()
+    spec = report_spec(params)
+    results = load_results(spec.learners)
     if not results:
-        raise UserError("no results/*.json to report; fix: run `dvc repro` (the evaluate stages)")
+        raise UserError("no results/<test>/<learner>.json to report; fix: run `dvc repro` (the evaluate stages)")
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
-    SUMMARY_MD.write_text(markdown(results, gap))
-    write_csv(results, gap, SUMMARY_CSV)
+    SUMMARY_MD.write_text(markdown(results, spec))
+    write_csv(results, spec, SUMMARY_CSV)
+    write_plot_tables(plot_tables(results), PLOTS)
     figures = plot_all(results, FIGURES)
     tracker = StageTracker("report", params)
     tracker.add(ChildRun(name="report", params={"report": params["report"]}, tags={"test": "report"},
@@ -38,4 +50,4 @@ def main(params: dict, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, lambda args: [SUMMARY_MD, SUMMARY_CSV, FIGURES])
+    run_stage(main, lambda args: [SUMMARY_MD, SUMMARY_CSV, FIGURES, PLOTS])

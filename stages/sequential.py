@@ -1,5 +1,6 @@
 """DVC stage `sequential@<learner>-<stream>` (wake): the learner learns the stream task after task,
-for every seed, and its state is saved after each task."""
+for every seed, and its state is saved after each task. Logs wall time and training throughput
+(samples per second, replayed samples included) beside a bare PyTorch loop's on the same network."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dualmem import paths
 from dualmem.cli import run_stage
 from dualmem.data.splits import STREAMS
 from dualmem.runner import build_learner, learner_section, open_stream, prepared_dataset, save_state, stream_seeds
+from dualmem.throughput import bare_samples_per_second
 from dualmem.tracking import StageTracker
 
 
@@ -20,6 +22,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
     seeds = stream_seeds(params, args.stream)
     prepared_dataset()
     tracker = StageTracker(f"sequential@{args.learner}-{args.stream}", params)
+    bare = None
     for seed in seeds:
         stream = open_stream(params, args.stream, seed)
         learner = build_learner(params, args.learner, stream)
@@ -30,9 +33,15 @@ def main(params: dict, args: argparse.Namespace) -> None:
             seconds.append(time.perf_counter() - start)
             items.append(learner.memory_cost()["items"])
             save_state(learner, paths.wake_state_path(args.stream, args.learner, seed, task.index))
-        tracker.add_run(f"wake/{args.stream}", args.learner, seed, {args.learner: dict(section.data)},
-                        {"wake_seconds": sum(seconds)}, {"task_seconds": seconds, "stored_items": items},
-                        stream=args.stream)
+        metrics = {"wake_seconds": sum(seconds)}
+        if learner.samples_trained:
+            bare = bare or bare_samples_per_second(learner.ctx.encoder, stream.n_classes, learner.batch_size)
+            sps = learner.samples_trained / sum(seconds)
+            metrics |= {"samples_per_second": sps, "bare_loop_samples_per_second": bare,
+                        "throughput_vs_bare_loop": sps / bare}
+        tracker.add_run(f"wake/{args.stream}", args.learner, seed,
+                        {args.learner: dict(section.data), "memory": params["memory"]}, metrics,
+                        {"task_seconds": seconds, "stored_items": items}, stream=args.stream)
     tracker.flush()
 
 

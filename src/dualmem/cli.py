@@ -25,6 +25,11 @@ def remove_outputs(outputs: Sequence[Path]) -> None:
             path.unlink()
 
 
+def learner_argument(parser: argparse.ArgumentParser) -> None:
+    """`--learner NAME`: the learner a per-learner stage runs for."""
+    parser.add_argument("--learner", required=True)
+
+
 def run_stage(
     main: Callable[[dict, argparse.Namespace], None],
     outputs: Callable[[argparse.Namespace], Sequence[Path]],

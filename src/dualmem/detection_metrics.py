@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 
 def _check(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -28,10 +27,20 @@ def _check(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return y, s
 
 
+def roc_curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) at every distinct threshold, from (0, 0) to (1, 1); tied scores move both at once."""
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    last_of_each = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]
+    tps = np.cumsum(y_sorted)[last_of_each]
+    fps = last_of_each + 1 - tps
+    return np.r_[0.0, fps / fps[-1]], np.r_[0.0, tps / tps[-1]]
+
+
 def auroc(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve, novel = positive, higher score = more novel."""
-    y, s = _check(y_true, scores)
-    return float(roc_auc_score(y, s))
+    """Area under the ROC curve, novel = positive, higher score = more novel (ties count half)."""
+    fpr, tpr = roc_curve(*_check(y_true, scores))
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
 
 
 def fpr_at_tpr(y_true: np.ndarray, scores: np.ndarray, tpr: float = 0.95) -> float:
@@ -52,8 +61,10 @@ def fpr_at_tpr(y_true: np.ndarray, scores: np.ndarray, tpr: float = 0.95) -> flo
 def roc_points(y_true: np.ndarray, scores: np.ndarray, max_points: int = 200
                ) -> dict[str, list[float]]:
     """The ROC curve (fpr, tpr), downsampled to at most `max_points` points (ends kept)."""
-    y, s = _check(y_true, scores)
-    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=True)
+    fpr, tpr = roc_curve(*_check(y_true, scores))
+    if len(fpr) > 2:  # drop the points on a straight segment between their neighbours
+        bends = np.r_[True, (np.diff(fpr, 2) != 0) | (np.diff(tpr, 2) != 0), True]
+        fpr, tpr = fpr[bends], tpr[bends]
     if len(fpr) > max_points:
         keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
         fpr, tpr = fpr[keep], tpr[keep]

@@ -135,6 +135,16 @@ class Section:
             raise ParamsError(self.key(name), "holds duplicates", "list each value once")
         return list(value)
 
+    def string_list(self, name: str) -> list[str]:
+        """A non-empty list of distinct non-empty strings."""
+        value = self.raw(name)
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise ParamsError(self.key(name), f"must be a non-empty list of names, got {value!r}",
+                              "write e.g. [finetune, dualmem]")
+        if len(set(value)) != len(value):
+            raise ParamsError(self.key(name), "holds duplicates", "list each name once")
+        return list(value)
+
     def names(self, name: str, allowed: Iterable[str], allow_empty: bool = False) -> list[str]:
         allowed = list(allowed)
         value = self.raw(name)

@@ -31,8 +31,13 @@ def manifest_path(seed: int) -> Path:
 
 
 def stream_models_dir(stream: str) -> Path:
-    """Everything fit on one stream: models/<stream>/{encoder, wake/<learner>, sleep/<learner>}."""
+    """Everything fit on one stream: models/<stream>/{encoder, <learner>/wake, <learner>/sleep}."""
     return MODELS_DIR / stream
+
+
+def learner_models_dir(stream: str, learner: str) -> Path:
+    """One learner's states on one stream (what its evaluate stages depend on)."""
+    return stream_models_dir(stream) / learner
 
 
 def encoder_dir(stream: str) -> Path:
@@ -40,11 +45,11 @@ def encoder_dir(stream: str) -> Path:
 
 
 def wake_dir(stream: str, learner: str) -> Path:
-    return stream_models_dir(stream) / "wake" / learner
+    return learner_models_dir(stream, learner) / "wake"
 
 
 def sleep_dir(stream: str, learner: str) -> Path:
-    return stream_models_dir(stream) / "sleep" / learner
+    return learner_models_dir(stream, learner) / "sleep"
 
 
 def encoder_path(stream: str, seed: int) -> Path:

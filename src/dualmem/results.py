@@ -1,10 +1,11 @@
 """The one format every evaluate stage writes and the report reads.
 
-An evaluate stage collects per-(metric, learner, seed) values in a `TestResults` and saves:
-- `metrics/<test>.json`: aggregates per learner and metric (mean, std, sem, ci95, n) — the DVC metric
-  that `dvc metrics show` / `dvc exp show` display;
-- `results/<test>.json`: every per-seed value plus the row definitions, which the report turns into
-  table rows with paired gaps.
+An evaluate stage (one per test and learner) collects per-(metric, learner, seed) values in a
+`TestResults` and saves, for its learner (or reference column) `<name>`:
+- `metrics/<test>/<name>.json`: aggregates per metric (mean, std, sem, ci95, n) — the DVC metric that
+  `dvc metrics show` / `dvc exp show` display;
+- `results/<test>/<name>.json`: every per-seed value plus the row definitions. The report merges a
+  test's files (`merge`) and turns them into table rows with paired gaps.
 """
 
 from __future__ import annotations
@@ -49,16 +50,57 @@ class TestResults:
                 out.setdefault(learner, {})[metric] = summarize(list(by_seed.values())).as_dict()
         return out
 
-    def save(self) -> None:
-        write_json(METRICS_DIR / f"{self.test}.json", self.aggregates())
+    def save(self, name: str) -> None:
+        """Write this learner's (or reference column's) part of the test."""
+        write_json(metrics_path(self.test, name), self.aggregates().get(name, {}))
         payload = {**asdict(self), "rows": [asdict(r) for r in self.rows]}
-        write_json(RESULTS_DIR / f"{self.test}.json", payload)
+        write_json(results_path(self.test, name), payload)
 
     @classmethod
     def load(cls, path: Path) -> TestResults:
         raw = json.loads(path.read_text())
         raw["rows"] = [Row(**r) for r in raw["rows"]]
         return cls(**raw)
+
+
+def merge(parts: list[TestResults]) -> TestResults:
+    """One test's results from its per-learner parts: values and memory united, rows and protocol from
+    the first part, extras merged key by key (see `merge_extra`)."""
+    merged = TestResults(parts[0].test, parts[0].protocol, list(parts[0].rows))
+    for part in parts:
+        for metric, by_learner in part.values.items():
+            merged.values.setdefault(metric, {}).update(by_learner)
+        merged.memory.update(part.memory)
+        merged.extra = merge_extra(merged.extra, part.extra)
+    return merged
+
+
+def merge_extra(a: Any, b: Any) -> Any:
+    """Mappings merge recursively; equal values stay once; lists add the items they lack; else a wins."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = {k: merge_extra(v, b[k]) if k in b else v for k, v in a.items()}
+        return out | {k: v for k, v in b.items() if k not in a}
+    if isinstance(a, list) and isinstance(b, list) and a != b:
+        return a + [item for item in b if item not in a]
+    return a
+
+
+def memory_bytes(cost: dict[str, int] | None) -> int | None:
+    """A learner's memory: parameter bytes plus stored-item bytes (None without a cost)."""
+    return None if cost is None else int(cost.get("param_bytes", 0)) + int(cost.get("item_bytes", 0))
+
+
+def metrics_path(test: str, name: str) -> Path:
+    return METRICS_DIR / test / f"{name}.json"
+
+
+def results_path(test: str, name: str) -> Path:
+    return RESULTS_DIR / test / f"{name}.json"
+
+
+def evaluation_outputs(test: str, name: str) -> list[Path]:
+    """What an evaluate stage writes for one learner (removed if the stage fails)."""
+    return [metrics_path(test, name), results_path(test, name)]
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -11,7 +11,7 @@ import torch
 from dualmem import paths
 from dualmem.data.prepared import load_dataset, prepared_file
 from dualmem.data.sources import Dataset
-from dualmem.data.splits import read_manifest
+from dualmem.data.splits import read_manifest, stream_seeds  # noqa: F401 (stages take it from here)
 from dualmem.data.stream import Stream
 from dualmem.encoders import load_encoder
 from dualmem.errors import DataError, ParamsError
@@ -22,12 +22,6 @@ from dualmem.params import Section
 
 def learner_names(params: dict) -> list[str]:
     return Section.of(params, "run").names("learners", available())
-
-
-def stream_seeds(params: dict, stream: str) -> list[int]:
-    """Seeds a stream is run for: run.seeds (continual) or protocol.openworld.seeds (openworld)."""
-    section = "run" if stream == "continual" else "protocol.openworld"
-    return Section.of(params, section).int_list("seeds", minimum=0)
 
 
 def learner_section(params: dict, name: str) -> Section:

@@ -21,10 +21,13 @@ def project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def tool_env() -> dict[str, str]:
-    """This interpreter's bin dir first on PATH, so `dvc` and the stages' `python` are this venv's."""
+def tool_env(project: Path | None = None) -> dict[str, str]:
+    """This interpreter's bin dir first on PATH, so `dvc` and the stages' `python` are this venv's; with
+    `project`, its src/ first on PYTHONPATH, so the stages run the copy's code (not the installed one)."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    if project is not None:
+        env["PYTHONPATH"] = str(project / "src") + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
@@ -48,14 +51,14 @@ def make_tiny_copy(dest: Path, profile: str = "tiny") -> Path:
 
 
 def run_tiny_pipeline(dest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["dvc", "repro", *extra], cwd=dest, env=tool_env(), capture_output=True, text=True,
+    return subprocess.run(["dvc", "repro", *extra], cwd=dest, env=tool_env(dest), capture_output=True, text=True,
                           check=False)
 
 
 def main() -> None:
     dest = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="dualmem-tiny-"))
     make_tiny_copy(dest)
-    result = subprocess.run(["dvc", "repro"], cwd=dest, env=tool_env(), check=False)
+    result = subprocess.run(["dvc", "repro"], cwd=dest, env=tool_env(dest), check=False)
     if result.returncode == 0:
         print(f"\ntiny pipeline done: {dest / 'reports' / 'summary.md'}  (MLflow: {dest / 'mlflow.db'})")
     sys.exit(result.returncode)

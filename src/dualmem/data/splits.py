@@ -117,3 +117,9 @@ def read_manifest(seed: int) -> Manifest:
     if not path.exists():
         raise DataError(f"split manifest {path} is missing; fix: run `dvc repro prepare` for seed {seed}")
     return Manifest.from_json(path.read_text())
+
+
+def stream_seeds(params: dict, stream: str) -> list[int]:
+    """Seeds a stream is run for: run.seeds (continual) or protocol.openworld.seeds (openworld)."""
+    section = "run" if stream == "continual" else "protocol.openworld"
+    return Section.of(params, section).int_list("seeds", minimum=0)

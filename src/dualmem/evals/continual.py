@@ -7,7 +7,6 @@ task i, single head over all classes), and the metrics of `dualmem.metrics` on i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +16,6 @@ from dualmem.learners import Learner
 from dualmem.metrics import average_accuracy_curve, continual_metrics
 from dualmem.results import Row, TestResults
 from dualmem.runner import build_learner, final_state_path, load_learner_state
-from dualmem.stats import summarize
 
 STREAM = "continual"
 
@@ -84,16 +82,3 @@ def collect_results(params: dict, runs: list[ContinualResult]) -> TestResults:
         results.memory[result.learner] = result.memory[-1]
     results.extra["runs"] = [r.to_json() for r in runs]
     return results
-
-
-def write_curves(runs: list[ContinualResult], directory: Path) -> None:
-    """DVC plots: one CSV per learner, average accuracy over seen tasks after each task (mean, CI)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for learner in sorted({r.learner for r in runs}):
-        curves = np.array([average_accuracy_curve(r.R) for r in runs if r.learner == learner])
-        lines = ["task,average_accuracy,ci_low,ci_high"]
-        for t in range(curves.shape[1]):
-            s = summarize(curves[:, t])
-            half = 0.0 if np.isnan(s.ci95) else s.ci95
-            lines.append(f"{t + 1},{s.mean:.6f},{s.mean - half:.6f},{s.mean + half:.6f}")
-        (directory / f"{learner}.csv").write_text("\n".join(lines) + "\n")

@@ -2,44 +2,37 @@
 
 Familiar items are the test samples of the known classes K; "novel" items (the POSITIVE class) are
 the test samples of the held-out classes U, and, as far out-of-distribution sets, Fashion-MNIST test
-images (when prepared), Gaussian and uniform pixel noise. Every score is "higher = more novel":
-- gradient learners: 1 - max softmax probability of `predict_proba` (MSP);
-- dualmem: 1 - cosine similarity of the k-th nearest item in its episodic memory (kNN distance on
-  normalised features);
-- dualmem+msp (a combination column, novelty results only): the mean of the two dualmem scores (kNN
-  distance and its own 1 - max readout probability) after rank-normalising each over the pooled
-  items of the comparison (familiar + that novel set) — label-free and scale-free.
+images (when prepared), Gaussian and uniform pixel noise. Every score is "higher = more novel" and
+comes from the learner's capability `novelty_from_features`, item by item (no statistic of any test
+set enters a score):
+- by default 1 - max softmax probability (MSP);
+- memory-based learners: 1 - cosine similarity of the k-th nearest stored item (kNN distance).
 Metrics: AUROC and FPR at `tpr` (default 95%) true-positive rate, see `dualmem.detection_metrics`.
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 from tqdm import tqdm
 
 from dualmem.data.prepared import as_float, load_auxiliary
 from dualmem.data.sources import Dataset
 from dualmem.data.stream import Stream
-from dualmem.detection_metrics import detection_metrics, mean_roc, roc_points
+from dualmem.detection_metrics import detection_metrics, roc_points
 from dualmem.errors import ParamsError
 from dualmem.learners import Learner
-from dualmem.learners.base import check_unrevealed
-from dualmem.learners.dualmem import DualMemoryLearner
+from dualmem.learners.common.base import check_unrevealed
 from dualmem.params import Section
 from dualmem.results import Row, TestResults
-from dualmem.runner import open_stream, post_stream_learners, stream_seeds
+from dualmem.runner import open_stream, post_stream_learner, stream_seeds
 from dualmem.seeding import seeded_generator
 
 STREAM = "openworld"
 SECTION = "evaluate_novelty"
-COMBINED = "+msp"  # suffix of the dualmem combination column
 CONVENTION = ("positive class = novel; higher score = more novel; AUROC = P(score(novel) > "
               "score(familiar)); FPR@TPR = share of familiar items scored >= the threshold that "
               "flags the given share of novel items")
@@ -48,7 +41,6 @@ FAR_LABELS = {"fashion": "Fashion-MNIST", "gaussian": "Gaussian noise", "uniform
 
 @dataclass(frozen=True)
 class NoveltyParams:
-    knn_k: int
     tpr: float
     roc_points: int
     fashion_mnist: bool
@@ -66,7 +58,7 @@ class NoveltyParams:
         if tpr == 0.0:
             raise ParamsError(f"{SECTION}.tpr", "must be > 0", "use e.g. 0.95")
         return cls(
-            knn_k=s.integer("knn_k", minimum=1), tpr=tpr,
+            tpr=tpr,
             roc_points=s.integer("roc_points", minimum=2),
             fashion_mnist=far.boolean("fashion_mnist"),
             fashion_n=far.optional_integer("fashion_n", 1),
@@ -115,54 +107,28 @@ def far_ood_sets(stream: Stream, cfg: NoveltyParams,
 
 
 @torch.no_grad()
-def novelty_scores(learner: Learner, x: torch.Tensor, cfg: NoveltyParams, batch_size: int = 4096
-                   ) -> dict[str, np.ndarray]:
-    """Raw scores (higher = more novel): "msp" for every learner, "knn" for the dual memory."""
-    probs = learner.batched_proba(x, batch_size)
-    scores = {"msp": (1.0 - probs.max(1).values).numpy()}
-    if isinstance(learner, DualMemoryLearner):
-        feats = learner.features(x)  # the encoder batches
-        k = min(cfg.knn_k, len(learner.episodic))
-        scores["knn"] = (1.0 - learner.episodic.read(feats, k=k).kth_similarity).numpy()
-    return scores
+def novelty_scores(learner: Learner, x: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+    """The learner's novelty score of every item (higher = more novel), in batches."""
+    chunks = [learner.novelty_from_features(learner.features(x[i : i + batch_size]))
+              for i in range(0, len(x), batch_size)]
+    return torch.cat(chunks).numpy()
 
 
-def rank_mean(familiar: list[np.ndarray], novel: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of several scores after rank-normalising each over the pooled familiar + novel items."""
-    n = len(familiar[0])
-    ranks = [rankdata(np.concatenate([f, u])) / (n + len(u)) for f, u in zip(familiar, novel,
-                                                                         strict=True)]
-    mean = np.mean(ranks, axis=0)
-    return mean[:n], mean[n:]
-
-
-def columns(learner: Learner, familiar: dict[str, np.ndarray], novel: dict[str, np.ndarray]
-            ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(familiar, novel) scores of the learner's report columns for one comparison."""
-    if "knn" not in familiar:
-        return {learner.name: (familiar["msp"], novel["msp"])}
-    combined = rank_mean([familiar["knn"], familiar["msp"]], [novel["knn"], novel["msp"]])
-    return {learner.name: (familiar["knn"], novel["knn"]), learner.name + COMBINED: combined}
-
-
-def evaluate_learner(learner: Learner, stream: Stream, cfg: NoveltyParams,
-                     far_sets: dict[str, torch.Tensor]
-                     ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, dict]]]:
-    """Metrics and ROC points per report column: {column: {metric: value}}, {column: {set: roc}}."""
+def evaluate_learner(learner: Learner, stream: Stream, cfg: NoveltyParams, far_sets: dict[str, torch.Tensor]
+                     ) -> tuple[dict[str, float], dict[str, dict]]:
+    """Metrics {metric: value} and ROC points {set: roc} of one post-stream learner on one seed."""
     novel, known = stream.held_out, stream.classes_up_to(stream.n_tasks - 1)
     check_unrevealed(learner, novel)
-    familiar = novelty_scores(learner, stream.test_split(known)[0], cfg)
-    metrics: dict[str, dict[str, float]] = {}
-    curves: dict[str, dict[str, dict]] = {}
+    familiar = novelty_scores(learner, stream.test_split(known)[0])
+    metrics: dict[str, float] = {}
+    curves: dict[str, dict] = {}
     for name, x in {"novel": stream.test_split(novel)[0], **far_sets}.items():
-        scores = novelty_scores(learner, x, cfg)
-        for column, (fam, nov) in columns(learner, familiar, scores).items():
-            found = detection_metrics(fam, nov, cfg.tpr)
-            metrics.setdefault(column, {})[f"auroc_{name}"] = found["auroc"]
-            metrics[column][f"{cfg.fpr_name}_{name}"] = found["fpr_at_tpr"]
-            y = np.concatenate([np.zeros(len(fam)), np.ones(len(nov))])
-            curves.setdefault(column, {})[name] = roc_points(y, np.concatenate([fam, nov]),
-                                                             cfg.roc_points)
+        scores = novelty_scores(learner, x)
+        found = detection_metrics(familiar, scores, cfg.tpr)
+        metrics[f"auroc_{name}"] = found["auroc"]
+        metrics[f"{cfg.fpr_name}_{name}"] = found["fpr_at_tpr"]
+        y = np.concatenate([np.zeros(len(familiar)), np.ones(len(scores))])
+        curves[name] = roc_points(y, np.concatenate([familiar, scores]), cfg.roc_points)
     check_unrevealed(learner, novel)
     return metrics, curves
 
@@ -181,53 +147,32 @@ def result_rows(cfg: NoveltyParams, far: list[str]) -> list[Row]:
 
 @dataclass
 class NoveltyRun:
-    learner: str  # report column (a learner, or the dualmem+msp combination)
+    learner: str
     seed: int
     metrics: dict[str, float]
 
 
-def run_novelty(params: dict, cfg: NoveltyParams, progress: bool = False
+def run_novelty(params: dict, name: str, cfg: NoveltyParams, progress: bool = False
                 ) -> tuple[TestResults, list[NoveltyRun]]:
-    """Every learner of run.learners on every open-world seed, from its post-stream state."""
-    seeds = stream_seeds(params, STREAM)
-    protocol = (f"familiar = test items of K, novel (positive) = test items of U; far OOD: "
-                f"Fashion-MNIST, Gaussian, uniform noise; scores: 1 - max softmax (gradient), "
-                f"k={cfg.knn_k}-th NN cosine distance in episodic memory (dualmem), rank-mean of "
-                f"both (dualmem+msp)")
+    """The learner `name` on every open-world seed, from its post-stream state."""
+    protocol = ("familiar = test items of K, novel (positive) = test items of U; far OOD: Fashion-MNIST, "
+                "Gaussian, uniform noise; each learner's own novelty score: 1 - max softmax (head-based), "
+                "cosine distance to the k-th nearest stored item (memory-based)")
     results = TestResults(test="novelty", protocol=protocol,
                           extra={"convention": CONVENTION, "params": cfg.as_dict(), "roc": {}})
     runs: list[NoveltyRun] = []
     skipped: dict[str, str] = {}
-    for seed in tqdm(seeds, desc="novelty seeds", disable=not progress):
+    for seed in tqdm(stream_seeds(params, STREAM), desc=f"novelty {name}", disable=not progress):
         stream = open_stream(params, STREAM, seed)
         far_sets, skipped = far_ood_sets(stream, cfg)
-        for _, learner, memory in post_stream_learners(params, stream):
-            metrics, curves = evaluate_learner(learner, stream, cfg, far_sets)
-            for column, values in metrics.items():
-                for metric, value in values.items():
-                    results.add(metric, column, seed, value)
-                for set_name, roc in curves[column].items():
-                    results.extra["roc"].setdefault(set_name, {}).setdefault(column, {})[
-                        str(seed)] = roc
-                results.memory.setdefault(column, memory)
-                runs.append(NoveltyRun(column, seed, values))
+        learner, memory = post_stream_learner(params, name, stream)
+        metrics, curves = evaluate_learner(learner, stream, cfg, far_sets)
+        for metric, value in metrics.items():
+            results.add(metric, name, seed, value)
+        for set_name, roc in curves.items():
+            results.extra["roc"].setdefault(set_name, {}).setdefault(name, {})[str(seed)] = roc
+        results.memory.setdefault(name, memory)
+        runs.append(NoveltyRun(name, seed, metrics))
     results.extra["skipped"] = skipped
     results.rows = result_rows(cfg, [n for n in FAR_LABELS if n not in skipped])
     return results, runs
-
-
-def write_roc_csvs(results: TestResults, out_dir: Path) -> list[Path]:
-    """One CSV per comparison (roc_<set>.csv): fpr and each column's TPR averaged over seeds."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for set_name, by_column in results.extra["roc"].items():
-        mean = {column: mean_roc(list(by_seed.values())) for column, by_seed in by_column.items()}
-        fpr = next(iter(mean.values()))["fpr"]
-        path = out_dir / f"roc_{set_name}.csv"
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["fpr", *mean])
-            for i, value in enumerate(fpr):
-                writer.writerow([value, *(curve["tpr"][i] for curve in mean.values())])
-        written.append(path)
-    return written

@@ -12,11 +12,9 @@ subsampled deterministically per seed. Nothing is written to any learner: featur
 
 from __future__ import annotations
 
-import csv
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,7 +28,7 @@ from dualmem.data.stream import Stream
 from dualmem.encoders import EncoderParams, new_encoder
 from dualmem.params import Section
 from dualmem.results import Row, TestResults
-from dualmem.runner import learner_names, open_stream, post_stream_learners, stream_seeds
+from dualmem.runner import open_stream, post_stream_learner, stream_seeds
 from dualmem.seeding import derive_seed
 
 STREAM = "openworld"
@@ -159,8 +157,9 @@ def rows(targets: list[str]) -> list[Row]:
             for t in targets]
 
 
-def run_transfer(params: dict, cfg: TransferParams, progress: bool = False) -> TestResults:
-    names = learner_names(params)
+def run_transfer(params: dict, name: str, cfg: TransferParams, progress: bool = False) -> TestResults:
+    """The probe on the features of learner `name` (post-stream state), or of an untrained encoder of
+    the same architecture when `name` is RANDOM (the reference column), on every open-world seed."""
     hidden = EncoderParams.from_params(params).hidden
     results = TestResults(
         test="transfer",
@@ -171,22 +170,21 @@ def run_transfer(params: dict, cfg: TransferParams, progress: bool = False) -> T
     )
     notes: list[str] = []
     seen_targets: list[str] = []
-    for seed in tqdm(stream_seeds(params, STREAM), desc="transfer seeds", disable=not progress):
+    for seed in tqdm(stream_seeds(params, STREAM), desc=f"transfer {name}", disable=not progress):
         stream = open_stream(params, STREAM, seed)
-        columns: dict[str, FeatureFn] = {}
-        for name, learner, cost in post_stream_learners(params, stream):
+        if name == RANDOM:
+            features = random_encoder_features(stream.dataset.n_features, hidden, seed)
+        else:
+            learner, cost = post_stream_learner(params, name, stream)
             results.memory.setdefault(name, cost)
-            columns[name] = learner.features
-        columns[RANDOM] = random_encoder_features(stream.dataset.n_features, hidden, seed)
+            features = learner.features
         targets = stream_targets(stream, cfg, notes)
-        for target, by_column in probe_columns(columns, targets, cfg, progress).items():
+        for target, by_column in probe_columns({name: features}, targets, cfg, progress).items():
             if target not in seen_targets:
                 seen_targets.append(target)
-            for column, acc in by_column.items():
-                results.add(f"probe_{target}", column, seed, acc)
+            results.add(f"probe_{target}", name, seed, by_column[name])
     results.rows = rows(seen_targets)
-    results.extra = {"columns": [*names, RANDOM], "targets": seen_targets, "notes": notes,
-                     "params": cfg.as_dict()}
+    results.extra = {"targets": seen_targets, "notes": notes, "params": cfg.as_dict()}
     return results
 
 
@@ -198,15 +196,3 @@ def child_runs(results: TestResults) -> list[tuple[str, int, dict[str, float]]]:
             for seed, value in by_seed.items():
                 runs.setdefault((column, int(seed)), {})[metric] = value
     return [(column, seed, metrics) for (column, seed), metrics in runs.items()]
-
-
-def write_plots(results: TestResults, folder: Path) -> None:
-    """plots/transfer/probe.csv: mean probe accuracy per (target, learner column)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "probe.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["target", "learner", "accuracy"])
-        for metric, by_column in results.values.items():
-            for column, by_seed in by_column.items():
-                writer.writerow([metric.removeprefix("probe_"), column,
-                                 float(np.mean(list(by_seed.values())))])

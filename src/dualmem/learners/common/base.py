@@ -31,8 +31,8 @@ import torch
 from dualmem.data.stream import Task
 from dualmem.encoders import Encoder, check_classes
 from dualmem.errors import LeakageError, ParamsError
-from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.evals.recall_memory import knn_recall
+from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.readouts import Episodes, HeadFit, fit_heads
 from dualmem.params import Section, parse_config
 

@@ -1,0 +1,90 @@
+"""The data behind the DVC plots (plots/*.csv), from each test's merged results: pure functions of
+`TestResults`, one per test, each returning {file stem: (header, rows)}."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dualmem.detection_metrics import mean_roc
+from dualmem.results import TestResults, memory_bytes
+from dualmem.stats import summarize
+
+Table = tuple[list[str], list[list[object]]]
+
+
+def continual_tables(results: TestResults) -> dict[str, Table]:
+    """DVC plot data (plots/continual.csv): average accuracy over the tasks seen so far after each
+    task, mean over seeds, a column per learner."""
+    by_learner: dict[str, list[np.ndarray]] = {}
+    for run in results.extra.get("runs", []):
+        by_learner.setdefault(run["learner"], []).append(np.array(run["average_accuracy_curve"]))
+    n_tasks = max((len(c[0]) for c in by_learner.values()), default=0)
+    rows = [[t + 1, *(round(float(np.mean([c[t] for c in curves])), 6) for curves in by_learner.values())]
+            for t in range(n_tasks)]
+    return {"continual": (["task", *by_learner], rows), **memory_tables(results)}
+
+
+def fewshot_tables(results: TestResults) -> dict[str, Table]:
+    """DVC plot data (plots/fewshot.csv): k and each learner's accuracy (mean over seeds)."""
+    shots = sorted(int(m.removeprefix("acc_k")) for m in results.values if m.startswith("acc_k"))
+    if not shots:
+        return {}
+    names = list(results.values[f"acc_k{shots[0]}"])
+    rows = [[k, *(round(float(np.mean(list(results.values[f"acc_k{k}"][n].values()))), 5) for n in names)]
+            for k in shots]
+    return {"fewshot": (["shots", *names], rows)}
+
+
+def novelty_tables(results: TestResults) -> dict[str, Table]:
+    """DVC plot data (plots/novelty_roc_<set>.csv): fpr and each learner's TPR averaged over seeds."""
+    tables = {}
+    for set_name, by_column in results.extra.get("roc", {}).items():
+        mean = {column: mean_roc(list(by_seed.values())) for column, by_seed in by_column.items()}
+        fpr = next(iter(mean.values()))["fpr"]
+        rows = [[value, *(curve["tpr"][i] for curve in mean.values())] for i, value in enumerate(fpr)]
+        tables[f"novelty_roc_{set_name}"] = (["fpr", *mean], rows)
+    return tables
+
+
+def transfer_tables(results: TestResults) -> dict[str, Table]:
+    """DVC plot data (plots/transfer.csv): mean probe accuracy per (target, learner column)."""
+    rows = [[metric.removeprefix("probe_"), column, float(np.mean(list(by_seed.values())))]
+            for metric, by_column in results.values.items() for column, by_seed in by_column.items()]
+    return {"transfer": (["target", "learner", "accuracy"], rows)}
+
+
+def recall_tables(results: TestResults) -> dict[str, Table]:
+    """DVC plot data: plots/recall_by_n.csv (n, recall per learner) and plots/recall_by_age.csv."""
+    extra = results.extra
+    by_n, by_age = extra.get("recall_vs_n", {}), extra.get("recall_vs_age", {})
+    if not by_n:
+        return {}
+    names = list(by_n)
+    return {
+        "recall_by_n": (["n", *names], [[n, *(by_n[m][i] for m in names)] for i, n in enumerate(extra["sizes"])]),
+        "recall_by_age": (["age", *names], [[a, *(by_age[m][i] for m in names)]
+                                            for i, a in enumerate(by_age["age_bin_start"])]),
+    }
+
+
+def memory_tables(continual: TestResults) -> dict[str, Table]:
+    """plots/memory.csv: each learner's memory bytes after the continual stream and its final accuracy."""
+    if "final_accuracy" not in continual.values:
+        return {}
+    rows = [[name, memory_bytes(continual.memory.get(name)),
+             round(summarize(list(by_seed.values())).mean, 6)]
+            for name, by_seed in continual.values["final_accuracy"].items()]
+    return {"memory": (["learner", "memory_bytes", "final_accuracy"], rows)}
+
+
+TABLES = {"continual": continual_tables, "fewshot": fewshot_tables, "novelty": novelty_tables,
+          "transfer": transfer_tables, "recall": recall_tables}
+
+
+def plot_tables(results: list[TestResults]) -> dict[str, Table]:
+    """Every plot table of the merged results."""
+    tables: dict[str, Table] = {}
+    for result in results:
+        if result.test in TABLES:
+            tables |= TABLES[result.test](result)
+    return tables
