@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup repro test tiny ui lint clean fashion-mnist
+.PHONY: setup repro test tiny quick ui lint clean fashion-mnist
 
 setup: $(VENV)/.installed fashion-mnist .dvc/config
 
@@ -38,6 +38,10 @@ test: setup
 tiny: setup
 	$(BIN)/python -m dualmem.tiny
 
+# Every learner on MNIST, 3 seeds per stream, lighter Tests 2 and 5 (profiles/quick.yaml), in a scratch copy.
+quick: setup
+	$(BIN)/python -m dualmem.tiny --profile quick
+
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 	  --host 127.0.0.1 --port 5000
@@ -46,4 +50,4 @@ lint: setup
 	$(BIN)/ruff check src stages tests
 
 clean:
-	rm -rf data/prepared models/*/encoder models/*/wake/* models/*/sleep/* results/*.json dvc_plots
+	rm -rf data/prepared models/*/* results/* dvc_plots

@@ -15,6 +15,8 @@ from dualmem.data.splits import STREAMS
 from dualmem.errors import ParamsError
 from dualmem.runner import (
     build_learner,
+    learner_config,
+    learner_names,
     learner_section,
     open_stream,
     prepared_dataset,
@@ -30,6 +32,10 @@ def main(params: dict, args: argparse.Namespace) -> None:
     if args.learner not in sleeping_learners(params):
         raise ParamsError("consolidate.learners", f"does not list {args.learner!r}",
                           "run consolidate only for learners listed there")
+    if args.learner not in learner_names(params):
+        raise ParamsError("consolidate.learners", f"names {args.learner!r}, which run.learners does not run",
+                          "list only learners that run.learners also lists")
+    learner_config(params, args.learner)
     section = learner_section(params, args.learner)
     seeds = stream_seeds(params, args.stream)
     prepared_dataset()

@@ -22,7 +22,8 @@ def main(params: dict, args: argparse.Namespace) -> None:
         learner_config(params, args.learner)
     prepared_dataset()
     results = run_transfer(params, args.learner, cfg, progress=True)
-    tracker = StageTracker(f"evaluate_transfer@{args.learner}", params)
+    stage = "evaluate_transfer_random" if args.learner == RANDOM else f"evaluate_transfer@{args.learner}"
+    tracker = StageTracker(stage, params)
     for column, seed, metrics in child_runs(results):
         tracker.add_run("transfer", column, seed, {SECTION: params[SECTION]}, metrics)
     results.save(args.learner)

@@ -12,13 +12,24 @@ from tqdm import tqdm
 from dualmem import paths
 from dualmem.cli import run_stage
 from dualmem.data.splits import STREAMS
-from dualmem.runner import build_learner, learner_section, open_stream, prepared_dataset, save_state, stream_seeds
+from dualmem.runner import (
+    build_learner,
+    learner_config,
+    learner_section,
+    memory_budget,
+    open_stream,
+    prepared_dataset,
+    save_state,
+    stream_seeds,
+)
 from dualmem.throughput import bare_samples_per_second
 from dualmem.tracking import StageTracker
 
 
 def main(params: dict, args: argparse.Namespace) -> None:
     section = learner_section(params, args.learner)
+    learner_config(params, args.learner)  # every value of learners.<name> checked before any work
+    memory_budget(params)
     seeds = stream_seeds(params, args.stream)
     prepared_dataset()
     tracker = StageTracker(f"sequential@{args.learner}-{args.stream}", params)

@@ -31,7 +31,7 @@ SMALL_LEARNERS = {
     "joint": {"epochs": 1, "lr": 0.001, "batch_size": 32, "warm_start": True},
     "dualmem": {
         "batch_size": 32,
-        "episodic": {"k": 3, "temperature": 0.05, "budget": None},
+        "episodic": {"k": 3, "temperature": 0.05},
         "semantic": {"hidden": 0, "input_scale": 16.0, "steps": 5, "batch_size": 16, "lr": 0.001,
                      "distill_weight": 1.0, "distill_temperature": 2.0},
         "readout": {"threshold_quantile": 0.05, "sharpness": 200.0},

@@ -46,28 +46,65 @@ def assert_one_line_error(result, *fragments: str) -> None:
     assert "fix:" in lines[0]
 
 
+SEQUENTIAL = ("sequential.py", "--stream", "continual", "--learner")
+
+
 @pytest.mark.parametrize(
-    ("overrides", "key"),
+    ("overrides", "key", "stage"),
     [
-        ({"run__learners": ["finetune", "ewc"]}, "run.learners"),
-        ({"run__learners": []}, "run.learners"),
-        ({"run__seeds": "0-9"}, "run.seeds"),
-        ({"run__seeds": []}, "run.seeds"),
-        ({"run__seeds": [0, 1.5]}, "run.seeds"),
-        ({"protocol__openworld__seeds": [0, "one"]}, "protocol.openworld.seeds"),
-        ({"protocol__continual__tasks": [[0, 1], [2, 3]]}, "protocol.continual.tasks"),
-        ({"protocol__continual__tasks": [[0, 1], [1, 2], [3, 4, 5, 6, 7, 8, 9]]}, "protocol.continual.tasks"),
-        ({"data__source": "cifar"}, "data.source"),
-        ({"learners__finetune__lr": "fast"}, "learners.finetune.lr"),
-        ({"learners__dualmem__episodic__k": 0}, "learners.dualmem.episodic.k"),
-        ({"consolidate__learners": ["finetune"]}, "consolidate.learners"),
-        ({"run__learners": ["finetune", "joint"]}, "consolidate.learners"),
+        ({"run__seeds": "0-9"}, "run.seeds", ("prepare.py",)),
+        ({"run__seeds": []}, "run.seeds", ("prepare.py",)),
+        ({"run__seeds": [0, 1.5]}, "run.seeds", ("prepare.py",)),
+        ({"protocol__openworld__seeds": [0, "one"]}, "protocol.openworld.seeds", ("prepare.py",)),
+        ({"protocol__continual__tasks": [[0, 1], [2, 3]]}, "protocol.continual.tasks", ("prepare.py",)),
+        ({"protocol__continual__tasks": [[0, 1], [1, 2], [3, 4, 5, 6, 7, 8, 9]]}, "protocol.continual.tasks",
+         ("prepare.py",)),
+        ({"data__source": "cifar"}, "data.source", ("prepare.py",)),
+        ({"run__learners": ["finetune", "ewc2"]}, "run.learners", (*SEQUENTIAL, "ewc2")),
+        ({"learners__finetune__lr": "fast"}, "learners.finetune.lr", (*SEQUENTIAL, "finetune")),
+        ({"learners__finetune__epoch": 3}, "learners.finetune.epoch", (*SEQUENTIAL, "finetune")),
+        ({"learners__dualmem__episodic__k": 0}, "learners.dualmem.episodic.k", (*SEQUENTIAL, "dualmem")),
+        ({"memory__budget_bytes": "big"}, "memory.budget_bytes", (*SEQUENTIAL, "finetune")),
+        ({"memory__budget_bytes": 0}, "memory.budget_bytes", (*SEQUENTIAL, "finetune")),
+        ({"consolidate__learners": ["finetune"]}, "consolidate.learners",
+         ("consolidate.py", "--stream", "continual", "--learner", "finetune")),
+        ({"run__learners": ["finetune", "joint"]}, "consolidate.learners",
+         ("consolidate.py", "--stream", "continual", "--learner", "dualmem")),
     ],
 )
-def test_bad_params_fail_cleanly(tmp_path, tiny_params, overrides, key, monkeypatch, capsys):
-    result = run_stage(tmp_path, with_overrides(tiny_params, **overrides), monkeypatch=monkeypatch, capsys=capsys)
+def test_bad_params_fail_cleanly(tmp_path, tiny_params, overrides, key, stage, monkeypatch, capsys):
+    result = run_stage(tmp_path, with_overrides(tiny_params, **overrides), *stage, monkeypatch=monkeypatch,
+                       capsys=capsys)
     assert_one_line_error(result, f"'{key}'")
-    assert not (tmp_path / "data").exists()
+    assert not (tmp_path / "data").exists() and not (tmp_path / "models").exists()
+
+
+def test_an_unknown_key_names_the_nearest_valid_one(tmp_path, tiny_params, monkeypatch, capsys):
+    params = with_overrides(tiny_params, learners__finetune__epoch=3)
+    result = run_stage(tmp_path, params, *SEQUENTIAL, "finetune", monkeypatch=monkeypatch, capsys=capsys)
+    assert_one_line_error(result, "'learners.finetune.epoch' is not a known key", "learners.finetune.epochs")
+
+
+def bad_values(config: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """(dotted key, a wrong-typed value) for every leaf of a learner's section."""
+    out = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out += bad_values(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", [1] if isinstance(value, str) else "oops"))
+    return out
+
+
+def test_bad_params_of_every_learner_fail_cleanly(tmp_path, tiny_params, monkeypatch, capsys):
+    """Each leaf of each learner's section, given a value of the wrong type: exit 2, one line, its key."""
+    from dualmem.learners import available
+
+    for name in available():
+        for leaf, value in bad_values(tiny_params["learners"][name]):
+            params = with_overrides(tiny_params, **{f"learners__{name}__{leaf.replace('.', '__')}": value})
+            result = run_stage(tmp_path, params, *SEQUENTIAL, name, monkeypatch=monkeypatch, capsys=capsys)
+            assert_one_line_error(result, f"'learners.{name}.{leaf}'")
 
 
 def test_missing_dataset_names_path_and_fix_in_a_real_process(tmp_path, tiny_params):

@@ -45,11 +45,11 @@ def make_stream(seed: int = 0, n_train: int = 30, n_test: int = 20, signal: bool
     return Stream(dataset, make_manifest(seed, "synthetic", 10, protocol), "openworld")
 
 
-def make_learner(name: str, stream: Stream) -> Learner:
+def make_learner(name: str, stream: Stream, params: dict = TINY) -> Learner:
     """A learner on an identity encoder (features = pixels), taken through the whole stream."""
     ctx = LearnerContext(Encoder(DIM, []), stream.n_classes, stream.seed, stream.x_train)
     cls = learner_class(name)
-    learner = cls(cls.parse(Section.of(TINY, f"learners.{name}")), ctx)
+    learner = cls(cls.parse(Section.of(params, f"learners.{name}")), ctx)
     for task in stream.tasks():
         learner.learn_task(task)
         learner.sleep(task)

@@ -29,6 +29,9 @@ def stage_names(repo: Path) -> list[str]:
 def test_report_has_rows_and_gap_columns(tiny_repo):
     summary = (tiny_repo / "reports" / "summary.md").read_text()
     assert "Gap (dualmem − finetune)" in summary
+    assert "Gap (dualmem − best other at ≤ its bytes)" in summary
+    assert "## Learners at a glance" in summary and "Memory bytes (T1)" in summary
+    assert "## Literature check" in summary
     for label in ("| 1 Continual", "| 2 Few-shot", "| 3 Novelty", "| 4 Feature transfer", "| 5 Long-horizon",
                   "Retention", "Final average accuracy", "Accuracy k=1", "AUROC", "Probe accuracy"):
         assert label in summary, label
@@ -37,6 +40,7 @@ def test_report_has_rows_and_gap_columns(tiny_repo):
     csv = (tiny_repo / "reports" / "summary.csv").read_text().splitlines()
     assert csv[0].startswith("test,metric,finetune_mean")
     assert any(line.startswith("1 Continual") for line in csv[1:])
+    assert "best_gap_mean" in csv[0]
     figures = {p.name for p in (tiny_repo / "reports" / "figures").glob("*.png")}
     assert {"continual_accuracy_matrices.png", "continual_accuracy_over_tasks.png", "fewshot_accuracy_vs_k.png",
             "novelty_roc.png", "transfer_probe_accuracy.png", "recall_vs_n_and_age.png"} <= figures
@@ -44,11 +48,13 @@ def test_report_has_rows_and_gap_columns(tiny_repo):
 
 def test_metrics_are_registered_with_dvc(tiny_repo):
     for test in ("continual", "fewshot", "novelty", "transfer", "recall"):
-        assert (tiny_repo / "metrics" / f"{test}.json").exists()
-    metrics = json.loads((tiny_repo / "metrics" / "continual.json").read_text())
-    assert set(metrics) == {"finetune", "joint", "dualmem"}
-    assert {"mean", "ci95", "n"} <= set(metrics["dualmem"]["retention"])
-    assert metrics["dualmem"]["retention"]["n"] == 2
+        for learner in ("finetune", "joint", "dualmem"):
+            assert (tiny_repo / "metrics" / test / f"{learner}.json").exists(), (test, learner)
+    metrics = json.loads((tiny_repo / "metrics" / "continual" / "dualmem.json").read_text())
+    assert {"mean", "ci95", "n"} <= set(metrics["retention"])
+    assert metrics["retention"]["n"] == 2
+    for plot in ("continual", "memory", "fewshot", "novelty_roc_novel", "recall_by_n", "recall_by_age", "transfer"):
+        assert (tiny_repo / "plots" / f"{plot}.csv").exists(), plot
 
 
 def test_mlflow_holds_one_parent_with_nested_children(tiny_repo):
@@ -97,17 +103,84 @@ def test_changing_one_learner_reruns_only_that_learner(tiny_repo):
         changed = set(json.loads(status.stdout))
     finally:
         (tiny_repo / "params.yaml").write_text(original)
-    assert {"sequential@finetune-continual", "sequential@finetune-openworld"} <= changed
+    assert {"sequential@finetune-continual", "sequential@finetune-openworld", "evaluate_fewshot@finetune"} <= changed
     assert not any(s.startswith(("sequential@joint", "sequential@dualmem", "consolidate", "train_encoder"))
                    for s in changed)
+    assert not any(s.startswith("evaluate_") and not s.endswith("@finetune") for s in changed), changed
 
 
 def test_forced_rerun_is_bitwise_identical(tiny_repo):
     before = yaml.safe_load((tiny_repo / "dvc.lock").read_text())["stages"]
-    for stage in ("sequential@dualmem-continual", "consolidate@dualmem-continual", "evaluate_continual"):
+    for stage in ("sequential@dualmem-continual", "consolidate@dualmem-continual", "evaluate_continual@dualmem"):
         result = run_tiny_pipeline(tiny_repo, "-f", "-s", stage)
         assert result.returncode == 0, result.stderr[-2000:]
     after = yaml.safe_load((tiny_repo / "dvc.lock").read_text())["stages"]
     for stage in ("sequential@dualmem-continual", "consolidate@dualmem-continual"):
         assert before[stage]["outs"] == after[stage]["outs"]
-    assert json.loads((tiny_repo / "metrics" / "continual.json").read_text())
+    assert json.loads((tiny_repo / "metrics" / "continual" / "dualmem.json").read_text())
+
+
+TOY_LEARNER = '''"""`toy`: class means of raw pixels, nearest mean wins (a learner written for a test)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dualmem.learners.common.base import Learner, parameter_cost
+
+
+class ToyLearner(Learner):
+    name = "toy"
+
+    def __init__(self, cfg, ctx) -> None:
+        super().__init__(cfg, ctx)
+        self.sums = torch.zeros(ctx.n_classes, ctx.train_x.shape[1])
+        self.counts = torch.zeros(ctx.n_classes)
+
+    def observe(self, x: torch.Tensor, y: torch.Tensor, ids: np.ndarray) -> None:
+        self.sums.index_add_(0, y, x)
+        self.counts += torch.bincount(y, minlength=len(self.counts))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def proba_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        means = self.sums / self.counts.clamp_min(1).unsqueeze(1)
+        scores = -torch.cdist(feats, means).masked_fill((self.counts == 0).unsqueeze(0), float("inf"))
+        return torch.softmax(scores, dim=1)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "sums": self.sums, "counts": self.counts}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.sums, self.counts = state["sums"], state["counts"]
+
+    def memory_cost(self) -> dict[str, int]:
+        return {**parameter_cost(), "params": self.sums.numel(), "param_bytes": 4 * self.sums.numel()}
+'''
+
+
+def test_adding_a_learner_is_one_file_plus_its_params_section(tiny_repo):
+    """A new file in learners/ and a learners.toy section: only toy's stages (and the report) run, and
+    the report gets a toy column. Runs last: it leaves the toy learner in the scratch project."""
+    import subprocess
+
+    (tiny_repo / "src" / "dualmem" / "learners" / "toy.py").write_text(TOY_LEARNER)
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    params["learners"]["toy"] = {}
+    params["run"]["learners"].append("toy")
+    (tiny_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = subprocess.run(["dvc", "status", "--json"], cwd=tiny_repo, capture_output=True, text=True,
+                            check=True, env=tool_env(tiny_repo))
+    changed = set(json.loads(status.stdout))
+    toy_stages = {"sequential@toy-continual", "sequential@toy-openworld", *(f"evaluate_{t}@toy" for t in
+                  ("continual", "fewshot", "novelty", "transfer", "recall"))}
+    assert changed == toy_stages | {"report"}, changed
+    result = run_tiny_pipeline(tiny_repo)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == toy_stages | {"report"}, ran
+    summary = (tiny_repo / "reports" / "summary.md").read_text()
+    assert "| toy |" in summary and " toy |" in summary.splitlines()[4]

@@ -13,26 +13,22 @@ import torch
 
 from dualmem import runner
 from dualmem.encoders import Encoder, new_encoder
-from dualmem.errors import ParamsError
+from dualmem.errors import LeakageError, ParamsError
 from dualmem.evals import recall
-from dualmem.evals.recall import (
-    RecallParams,
-    age_curve,
-    corrupt,
-    episodic_recall,
-    evaluate_learner,
-    make_recall_stream,
-    offline_recall,
-    online_recall,
-    prefix_knn_predictions,
-    run_recall,
-)
-from dualmem.learners import REGISTRY, LearnerContext
+from dualmem.evals.recall import age_curve, run_recall
+from dualmem.evals.recall_memory import knn_recall, prefix_knn_predictions
+from dualmem.evals.recall_networks import offline_recall, online_recall
+from dualmem.evals.recall_protocol import RecallParams, corrupt, make_recall_stream
+from dualmem.learners import Learner, LearnerContext, learner_class
 from dualmem.memory.episodic import EpisodicMemory
 from dualmem.params import Section
+from dualmem.plot_data import recall_tables
+from dualmem.results import TestResults as Results  # not `Test*`: pytest would collect it
+from dualmem.results import merge, results_path
 from dualmem.seeding import seeded_generator
 
 from .conftest import SMALL_LEARNERS
+from .test_fewshot import Snapshot
 
 N_IN = 64
 LEARNERS = SMALL_LEARNERS
@@ -43,9 +39,13 @@ RECALL = {"sizes": [50, 200, 400], "n_targets": 8, "noise_std": 0.1, "dropout": 
 CFG = RecallParams.from_params({"evaluate_recall": RECALL})
 
 
-def make_learner(name: str, seed: int = 0):
-    ctx = LearnerContext(new_encoder(N_IN, [32, 32], "test", seed), 10, seed, torch.rand(50, N_IN))
-    return REGISTRY[name](Section.of({"learners": LEARNERS}, f"learners.{name}"), ctx)
+def make_learner(name: str, seed: int = 0, encoder: Encoder | None = None, train_x: torch.Tensor | None = None,
+                 budget_bytes: int | None = None):
+    encoder = new_encoder(N_IN, [32, 32], "test", seed) if encoder is None else encoder
+    train_x = torch.rand(50, N_IN) if train_x is None else train_x
+    cls = learner_class(name)
+    cfg = cls.parse(Section.of({"learners": LEARNERS}, f"learners.{name}"))
+    return cls(cfg, LearnerContext(encoder, 10, seed, train_x, budget_bytes))
 
 
 def identity_encoder(dim: int) -> Encoder:
@@ -62,7 +62,7 @@ def test_perfect_memory_recalls_everything() -> None:
     for candidates in (0, 16):
         cfg = replace(CFG, sizes=[30, 100, n], noise_std=0.0, dropout=0.0, candidates=candidates)
         rs = make_recall_stream(cues, cfg, seed=0)
-        out = episodic_recall(identity_encoder(n), rs, cfg, temperature=0.05)
+        out = knn_recall(identity_encoder(n).encode, rs, cfg, temperature=0.05)
         assert out.recall == {30: 1.0, 100: 1.0, n: 1.0}
         assert out.correct.all() and out.bytes_per_item == n * 4 + 8
 
@@ -70,7 +70,7 @@ def test_perfect_memory_recalls_everything() -> None:
 def test_heavy_corruption_hurts_recall() -> None:
     cfg = replace(CFG, sizes=[300], noise_std=0.0, dropout=1.0)  # every pixel dropped
     rs = make_recall_stream(torch.eye(300), cfg, seed=0)
-    assert episodic_recall(identity_encoder(300), rs, cfg, temperature=0.05).recall[300] < 0.5
+    assert knn_recall(identity_encoder(300).encode, rs, cfg, temperature=0.05).recall[300] < 0.5
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -142,19 +142,13 @@ def test_learners_untouched_and_deterministic() -> None:
     for name in LEARNERS:
         learner = make_learner(name)
         learner.visible_classes = {0, 1}
-        if name == "dualmem":
-            learner.episodic.write(learner.encoder.encode(x[:20]), torch.arange(20) % 2)
-        before = copy.deepcopy(learner.state_dict())
-        first = evaluate_learner(learner, rs, CFG)
-        after = learner.state_dict()
-        assert learner.visible_classes == {0, 1}
-        if name == "dualmem":
-            assert len(learner.episodic) == 20
-            assert torch.equal(learner.episodic.labels, before["episodic"]["labels"])
-        else:
-            for part in ("encoder", "head"):
-                assert all(torch.equal(v, after[part][k]) for k, v in before[part].items())
-        assert evaluate_learner(learner, rs, CFG).recall == first.recall
+        if name == "dualmem":  # a memory with items in it: recall must use a fresh one
+            learner.write(x[:20], torch.arange(20) % 2)
+        before = Snapshot(learner, x[:50])
+        first = learner.recall(rs, CFG)
+        before.assert_unchanged(learner, x[:50])
+        assert learner.known_classes() == {0, 1}
+        assert learner.recall(rs, CFG).recall == first.recall
 
 
 def test_run_recall_results(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -164,7 +158,10 @@ def test_run_recall_results(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setattr(runner, "build_learner", lambda params, name, s: make_learner(name))
     monkeypatch.setattr(runner, "load_learner_state", lambda learner, path: {"params": 1})
     p = {"run": {"learners": list(LEARNERS)}, "protocol": {"openworld": {"seeds": [0, 1]}}}
-    res = run_recall(p, CFG)
+    parts = {name: run_recall(p, name, CFG) for name in LEARNERS}
+    for name, part in parts.items():
+        assert set(part.values["recall_50"]) == {name}  # one learner per run
+    res = merge(list(parts.values()))
     assert set(res.values["recall_50"]) == set(LEARNERS)
     assert res.extra["sizes"] == [50, 200, 350]
     # random 64-d inputs through a random encoder are hard to tell apart; memory still beats chance
@@ -175,14 +172,79 @@ def test_run_recall_results(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     runs = recall.child_runs(res)
     assert len(runs) == 6 and all(len(series) == 3 for *_, series in runs)
     monkeypatch.chdir(tmp_path)
-    res.save()
-    recall.write_plots(res, tmp_path / "plots" / "recall")
-    lines = (tmp_path / "plots/recall/by_n/dualmem.csv").read_text().splitlines()
-    assert lines[0] == "n,recall" and len(lines) == 4
+    for name, part in parts.items():
+        part.save(name)
+    loaded = merge([Results.load(results_path("recall", name)) for name in LEARNERS])
+    assert loaded.values == res.values and loaded.extra["sizes"] == res.extra["sizes"]
+    assert (tmp_path / "metrics" / "recall" / "dualmem.json").exists()
+    header, rows = recall_tables(loaded)["recall_by_n"]
+    assert header == ["n", *LEARNERS] and [r[0] for r in rows] == [50, 200, 350]
+    assert all(len(r) == 1 + len(LEARNERS) for r in rows)
+    age_header, age_rows = recall_tables(loaded)["recall_by_age"]
+    assert age_header == ["age", *LEARNERS] and len(age_rows) == CFG.age_bins
+
+
+def test_run_recall_refuses_leaked_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.rand(100, N_IN, generator=torch.Generator().manual_seed(6))
+    stream = SimpleNamespace(name="openworld", seed=0, x_train=x, n_tasks=3, held_out=[6, 7, 8, 9])
+
+    def leaked(learner, path):
+        learner.visible_classes = {0, 1, 9}
+        return {"params": 1}
+
+    monkeypatch.setattr(recall, "open_stream", lambda params, name, seed: stream)
+    monkeypatch.setattr(runner, "build_learner", lambda params, name, s: make_learner(name))
+    monkeypatch.setattr(runner, "load_learner_state", leaked)
+    p = {"run": {"learners": list(LEARNERS)}, "protocol": {"openworld": {"seeds": [0]}}}
+    with pytest.raises(LeakageError):
+        run_recall(p, "finetune", replace(CFG, sizes=[50]))
 
 
 def test_budgeted_memory_forgets_evicted_items() -> None:
     cfg = replace(CFG, sizes=[50, 200], noise_std=0.0, dropout=0.0)
     rs = make_recall_stream(torch.eye(200), cfg, seed=0)
-    out = episodic_recall(identity_encoder(200), rs, cfg, temperature=0.05, budget=100)
+    out = knn_recall(identity_encoder(200).encode, rs, cfg, budget=100, temperature=0.05)
+    assert out.recall[50] == 1.0 and out.recall[200] < 0.8
+
+
+def test_recall_respects_the_memory_budget() -> None:
+    """The one memory budget (memory.budget_bytes) bounds what a storing learner keeps for recall."""
+    cfg = replace(CFG, sizes=[50, 200], noise_std=0.0, dropout=0.0)
+    x = torch.eye(200)
+    rs = make_recall_stream(x, cfg, seed=0)
+    item_bytes = 200 * 4 + 8  # a float32 feature and an int64 label
+    unbounded = make_learner("dualmem", encoder=identity_encoder(200), train_x=x)
+    assert unbounded.recall(rs, cfg).recall == {50: 1.0, 200: 1.0}
+    bounded = make_learner("dualmem", encoder=identity_encoder(200), train_x=x, budget_bytes=100 * item_bytes + 7)
+    out = bounded.recall(rs, cfg)
+    assert out.recall[50] == 1.0 and out.recall[200] < 0.8
+    assert out.bytes_per_item == item_bytes
+
+
+class FeaturesOnly(Learner):
+    """A learner with only the two required capabilities: every other rule is the shared default."""
+
+    name = "features_only"
+
+    def observe(self, x: torch.Tensor, y: torch.Tensor, ids: np.ndarray) -> None:
+        pass
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float()
+
+    def proba_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(feats), self.ctx.n_classes), 1.0 / self.ctx.n_classes)
+
+    def memory_cost(self) -> dict[str, int]:
+        return {"params": 0, "param_bytes": 0, "items": 0, "item_bytes": 0}
+
+
+def test_default_recall_rule_is_a_budgeted_episodic_memory() -> None:
+    cfg = replace(CFG, sizes=[50, 200], noise_std=0.0, dropout=0.0, k=3)
+    x = torch.eye(200)
+    rs = make_recall_stream(x, cfg, seed=0)
+    unbounded = FeaturesOnly(None, LearnerContext(Encoder(200, []), 10, 0, x))
+    assert unbounded.recall(rs, cfg).recall == {50: 1.0, 200: 1.0}
+    bounded = FeaturesOnly(None, LearnerContext(Encoder(200, []), 10, 0, x, 100 * (200 * 4 + 8)))
+    out = bounded.recall(rs, cfg)
     assert out.recall[50] == 1.0 and out.recall[200] < 0.8

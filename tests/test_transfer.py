@@ -21,14 +21,19 @@ from dualmem.evals.transfer import (
     run_transfer,
     subsample,
 )
-from dualmem.learners import REGISTRY, LearnerContext
-from dualmem.learners.base import check_unrevealed
+from dualmem.learners import LearnerContext, learner_class
+from dualmem.learners.common.base import check_unrevealed
 from dualmem.params import Section
+from dualmem.plot_data import transfer_tables
+from dualmem.results import TestResults as Results  # not `Test*`: pytest would collect it
+from dualmem.results import merge, metrics_path, results_path
 
 from .conftest import SMALL_LEARNERS
+from .test_fewshot import Snapshot
 
 N_IN = 64
 LEARNERS = SMALL_LEARNERS
+COLUMNS = [*LEARNERS, transfer.RANDOM]  # each learner, and the untrained-encoder reference column
 TRANSFER = {"max_iter": 100, "C": 1.0, "max_train": 200, "max_test": 150, "fashion": True,
             "batch_size": 64}
 
@@ -46,7 +51,8 @@ def params() -> dict:
 
 def make_learner(name: str, seed: int = 0):
     ctx = LearnerContext(new_encoder(N_IN, [32, 32], "test", seed), 10, seed, torch.rand(50, N_IN))
-    return REGISTRY[name](Section.of({"learners": LEARNERS}, f"learners.{name}"), ctx)
+    cls = learner_class(name)
+    return cls(cls.parse(Section.of({"learners": LEARNERS}, f"learners.{name}")), ctx)
 
 
 def blobs(n: int, n_classes: int, dim: int, spread: float,
@@ -111,16 +117,15 @@ def test_leakage_guard() -> None:
 def test_probe_does_not_touch_learners() -> None:
     dual, fine = make_learner("dualmem"), make_learner("finetune")
     dual.visible_classes = {0, 1}
-    dual.episodic.write(dual.encoder.encode(torch.rand(30, N_IN)), torch.arange(30) % 2)
-    keys, labels = dual.episodic.keys.clone(), dual.episodic.labels.clone()
-    weights = {k: v.clone() for k, v in fine.encoder.state_dict().items()}
+    dual.write(torch.rand(30, N_IN), torch.arange(30) % 2)
     f_x, f_y = torch.rand(120, N_IN), torch.arange(120) % 3
+    before = {learner.name: Snapshot(learner, f_x) for learner in (dual, fine)}
     target = transfer.make_target("novel", (f_x, f_y), (f_x, f_y), CFG, 0)
     out = probe_columns({"dualmem": dual.features, "finetune": fine.features}, [target], CFG)
     assert set(out["novel"]) == {"dualmem", "finetune"}
-    assert torch.equal(dual.episodic.keys, keys) and torch.equal(dual.episodic.labels, labels)
-    assert dual.visible_classes == {0, 1}
-    assert all(torch.equal(v, fine.encoder.state_dict()[k]) for k, v in weights.items())
+    for learner in (dual, fine):
+        before[learner.name].assert_unchanged(learner, f_x)
+    assert dual.known_classes() == {0, 1}
 
 
 class FakeStream:
@@ -160,11 +165,21 @@ def patch_pipeline(monkeypatch: pytest.MonkeyPatch, visible: set[int]) -> list[o
     return built
 
 
+def run_all(p: dict, cfg: TransferParams) -> dict[str, Results]:
+    """What the evaluate_transfer stages do: one run per learner and one for the random column."""
+    return {name: run_transfer(p, name, cfg) for name in COLUMNS}
+
+
 def test_run_transfer_results(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    patch_pipeline(monkeypatch, visible=set(range(6)))
+    built = patch_pipeline(monkeypatch, visible=set(range(6)))
     p = params()
-    a = run_transfer(p, TransferParams.from_params(p))
-    b = run_transfer(p, TransferParams.from_params(p))
+    parts = run_all(p, TransferParams.from_params(p))
+    assert len(built) == 2 * len(LEARNERS)  # every learner per seed; the random column builds none
+    for name, part in parts.items():
+        assert set(part.values["probe_novel"]) == {name}  # one column per run
+    assert parts[transfer.RANDOM].memory == {} and set(parts["dualmem"].memory) == {"dualmem"}
+    a = merge(list(parts.values()))
+    b = merge(list(run_all(p, TransferParams.from_params(p)).values()))
     assert a.values == b.values  # deterministic
     assert set(a.values) == {"probe_novel"}
     assert set(a.values["probe_novel"]) == {"finetune", "joint", "dualmem", "random"}
@@ -172,21 +187,25 @@ def test_run_transfer_results(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None
     assert [r.metric for r in a.rows] == ["probe_novel"]
     assert any("fashion" in note for note in a.extra["notes"])
     monkeypatch.chdir(tmp_path)
-    a.save()
-    assert (tmp_path / "results" / "transfer.json").exists()
+    for name, part in parts.items():
+        part.save(name)
+        assert results_path("transfer", name).exists() and metrics_path("transfer", name).exists()
+    loaded = merge([Results.load(results_path("transfer", name)) for name in COLUMNS])
+    assert loaded.values == a.values
 
 
 def test_run_transfer_refuses_leaked_state(monkeypatch: pytest.MonkeyPatch) -> None:
     patch_pipeline(monkeypatch, visible={0, 1, 2, 3, 4, 5, 9})
-    with pytest.raises(LeakageError):
-        run_transfer(params(), CFG)
+    for name in LEARNERS:
+        with pytest.raises(LeakageError):
+            run_transfer(params(), name, CFG)
 
 
-def test_child_runs_and_plots(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_child_runs_and_plots(monkeypatch: pytest.MonkeyPatch) -> None:
     patch_pipeline(monkeypatch, visible=set(range(6)))
-    res = run_transfer(params(), CFG)
+    res = merge(list(run_all(params(), CFG).values()))
     runs = transfer.child_runs(res)
     assert len(runs) == 8 and all(set(m) == {"probe_novel"} for *_, m in runs)
-    transfer.write_plots(res, tmp_path)
-    lines = (tmp_path / "probe.csv").read_text().splitlines()
-    assert lines[0] == "target,learner,accuracy" and len(lines) == 5
+    header, rows = transfer_tables(res)["transfer"]
+    assert header == ["target", "learner", "accuracy"] and len(rows) == 4
+    assert {(r[0], r[1]) for r in rows} == {("novel", c) for c in COLUMNS}

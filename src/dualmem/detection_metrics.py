@@ -27,20 +27,27 @@ def _check(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return y, s
 
 
-def roc_curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(fpr, tpr) at every distinct threshold, from (0, 0) to (1, 1); tied scores move both at once."""
+def roc_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positives, true positives) at every distinct threshold, from (0, 0) to (N, P), as
+    integers; tied scores move both at once."""
     order = np.argsort(-s, kind="mergesort")
     s_sorted, y_sorted = s[order], y[order]
     last_of_each = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]
-    tps = np.cumsum(y_sorted)[last_of_each]
-    fps = last_of_each + 1 - tps
-    return np.r_[0.0, fps / fps[-1]], np.r_[0.0, tps / tps[-1]]
+    tps = np.r_[0, np.cumsum(y_sorted)[last_of_each]]
+    return np.r_[0, last_of_each + 1] - tps, tps
+
+
+def roc_curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) at every distinct threshold, from (0, 0) to (1, 1)."""
+    fps, tps = roc_counts(y, s)
+    return fps / fps[-1], tps / tps[-1]
 
 
 def auroc(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve, novel = positive, higher score = more novel (ties count half)."""
-    fpr, tpr = roc_curve(*_check(y_true, scores))
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    """Area under the ROC curve, novel = positive, higher score = more novel (ties count half): the
+    Mann-Whitney U from integer counts, divided once (exactly 1.0 for a perfect scorer)."""
+    fps, tps = roc_counts(*_check(y_true, scores))
+    return float(np.sum(np.diff(fps) * (tps[1:] + tps[:-1])) / (2 * tps[-1] * fps[-1]))
 
 
 def fpr_at_tpr(y_true: np.ndarray, scores: np.ndarray, tpr: float = 0.95) -> float:

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 
 from dualmem.metrics import average_accuracy_curve  # noqa: E402
 from dualmem.plots_openworld import PLOTTERS as OPENWORLD_PLOTTERS  # noqa: E402
-from dualmem.results import TestResults  # noqa: E402
+from dualmem.results import TestResults, memory_bytes  # noqa: E402
 from dualmem.stats import summarize  # noqa: E402
 
 
@@ -28,13 +28,17 @@ def plot_continual(results: TestResults, directory: Path) -> list[Path]:
     if not by_learner:
         return []
     heatmaps = directory / "continual_accuracy_matrices.png"
-    fig, axes = plt.subplots(1, len(by_learner), figsize=(4 * len(by_learner), 3.6), squeeze=False)
-    for ax, (learner, matrices) in zip(axes[0], by_learner.items(), strict=True):
+    n_cols = min(5, len(by_learner))
+    n_rows = -(-len(by_learner) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 3.4 * n_rows), squeeze=False)
+    for ax in axes.flat[len(by_learner):]:
+        ax.axis("off")
+    for ax, (learner, matrices) in zip(list(axes.flat)[: len(by_learner)], by_learner.items(), strict=True):
         mean = np.mean(matrices, axis=0)
         ax.imshow(mean, vmin=0, vmax=1, cmap="viridis")
         for (i, j), v in np.ndenumerate(mean):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
-        ax.set_title(f"{learner} (mean of {len(matrices)} seeds)")
+        ax.set_title(f"{learner} ({len(matrices)} seeds)", fontsize=9)
         ax.set_xlabel("evaluated on task j")
         ax.set_ylabel("after learning task i")
         ticks = range(mean.shape[0])
@@ -45,7 +49,7 @@ def plot_continual(results: TestResults, directory: Path) -> list[Path]:
     plt.close(fig)
 
     curves = directory / "continual_accuracy_over_tasks.png"
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     for learner, matrices in by_learner.items():
         values = np.array([average_accuracy_curve(R) for R in matrices])
         stats = [summarize(values[:, t]) for t in range(values.shape[1])]
@@ -58,11 +62,34 @@ def plot_continual(results: TestResults, directory: Path) -> list[Path]:
     ax.set_ylabel("average accuracy on tasks seen so far")
     ax.set_ylim(0, 1.02)
     ax.set_title("Class-incremental accuracy (95% CI over seeds)")
-    ax.legend()
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
     fig.tight_layout()
     fig.savefig(curves, dpi=120)
     plt.close(fig)
-    return [heatmaps, curves]
+    return [heatmaps, curves, plot_memory(results, directory)]
+
+
+def plot_memory(results: TestResults, directory: Path) -> Path:
+    """Final accuracy against memory bytes (parameters + stored items), one point per learner with its
+    95% CI over seeds; `dvc exp run --queue -S memory.budget_bytes=...` sweeps the budget."""
+    path = directory / "continual_accuracy_vs_memory.png"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for learner, by_seed in results.values.get("final_accuracy", {}).items():
+        total = memory_bytes(results.memory.get(learner))
+        if total is None:
+            continue
+        s = summarize(list(by_seed.values()))
+        ax.errorbar(total / 1e6, s.mean, yerr=np.nan_to_num(s.ci95), fmt="o", capsize=3)
+        ax.annotate(learner, (total / 1e6, s.mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("memory after the stream, MB (parameters + stored items; log scale)")
+    ax.set_ylabel("final average accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Accuracy against memory (Test 1, 95% CI over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 PLOTTERS = {"continual": plot_continual, **OPENWORLD_PLOTTERS}

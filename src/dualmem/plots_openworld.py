@@ -32,7 +32,7 @@ def plot_fewshot(results: TestResults, directory: Path) -> list[Path]:
     shots = sorted(int(m.group(1)) for key in results.values if (m := re.fullmatch(r"acc_k(\d+)", key)))
     if not shots:
         return []
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     for learner in results.values[f"acc_k{shots[0]}"]:
         stats = [_mean_ci(results.values[f"acc_k{k}"][learner]) for k in shots]
         mean, half = np.array([s[0] for s in stats]), np.array([s[1] for s in stats])
@@ -42,7 +42,7 @@ def plot_fewshot(results: TestResults, directory: Path) -> list[Path]:
     ax.set_ylabel("accuracy on novel classes")
     ax.set_ylim(0, 1.02)
     ax.set_title("Few-shot accuracy (95% CI over seeds)")
-    ax.legend()
+    ax.legend(fontsize=7, ncol=2)
     return [_save(fig, directory / "fewshot_accuracy_vs_k.png")]
 
 
@@ -68,7 +68,7 @@ def plot_transfer(results: TestResults, directory: Path) -> list[Path]:
     if not metrics:
         return []
     learners = list(results.values[metrics[0]])
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / len(learners)
     for i, learner in enumerate(learners):
         stats = [_mean_ci(results.values[m].get(learner, {"0": np.nan})) for m in metrics]
@@ -78,7 +78,7 @@ def plot_transfer(results: TestResults, directory: Path) -> list[Path]:
     ax.set_ylabel("linear-probe accuracy")
     ax.set_ylim(0, 1.02)
     ax.set_title("Feature transfer (95% CI over seeds)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     return [_save(fig, directory / "transfer_probe_accuracy.png")]
 
 
@@ -86,7 +86,7 @@ def plot_recall(results: TestResults, directory: Path) -> list[Path]:
     sizes = results.extra.get("sizes", [])
     if not sizes:
         return []
-    fig, (ax_n, ax_age) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_n, ax_age) = plt.subplots(1, 2, figsize=(12, 4.5))
     for learner in results.values[f"recall_{sizes[0]}"]:
         stats = [_mean_ci(results.values[f"recall_{n}"][learner]) for n in sizes]
         mean, half = np.array([s[0] for s in stats]), np.array([s[1] for s in stats])

@@ -49,18 +49,6 @@ def sleeping_learners(params: dict) -> list[str]:
     return names
 
 
-def validate_learners(params: dict) -> list[str]:
-    names = learner_names(params)
-    memory_budget(params)
-    for name in names:
-        learner_config(params, name)
-    missing = set(sleeping_learners(params)) - set(names)
-    if missing:
-        raise ParamsError("consolidate.learners", f"names {sorted(missing)}, which run.learners does not run",
-                          "list only learners that run.learners also lists")
-    return names
-
-
 @lru_cache(maxsize=1)
 def prepared_dataset() -> Dataset:
     """The prepared main dataset (loaded once per process). Stages call it first, so a missing

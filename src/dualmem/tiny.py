@@ -1,12 +1,14 @@
-"""Run the whole DAG on the tiny profile (profiles/tiny.yaml) in a scratch copy of the project.
+"""Run the whole DAG on a profile (profiles/<name>.yaml; default tiny) in a scratch copy of the project.
 
-`python -m dualmem.tiny [DEST]` copies dvc.yaml, stages/, src/ and profiles/ into DEST (default: a
-new temp dir), makes profiles/tiny.yaml its params.yaml, runs `dvc repro` there and prints where the
-report landed. The tests use `run_tiny_pipeline` the same way.
+`python -m dualmem.tiny [DEST] [--profile quick]` copies dvc.yaml, stages/, src/ and profiles/ into DEST
+(default: a new temp dir), makes the profile its params.yaml, runs `dvc repro` there (with the copy's
+src/ first on PYTHONPATH) and prints where the report landed. The tests use `run_tiny_pipeline` the
+same way.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -56,11 +58,18 @@ def run_tiny_pipeline(dest: Path, *extra: str) -> subprocess.CompletedProcess[st
 
 
 def main() -> None:
-    dest = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="dualmem-tiny-"))
-    make_tiny_copy(dest)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dest", nargs="?", type=Path, help="scratch directory (default: a new temp dir)")
+    parser.add_argument("--profile", default="tiny", help="profiles/<name>.yaml (default: tiny)")
+    args = parser.parse_args()
+    if not (project_root() / "profiles" / f"{args.profile}.yaml").exists():
+        print(f"error: profiles/{args.profile}.yaml does not exist; fix: use tiny or quick", file=sys.stderr)
+        sys.exit(2)
+    dest = args.dest or Path(tempfile.mkdtemp(prefix=f"dualmem-{args.profile}-"))
+    make_tiny_copy(dest, args.profile)
     result = subprocess.run(["dvc", "repro"], cwd=dest, env=tool_env(dest), check=False)
     if result.returncode == 0:
-        print(f"\ntiny pipeline done: {dest / 'reports' / 'summary.md'}  (MLflow: {dest / 'mlflow.db'})")
+        print(f"\n{args.profile} pipeline done: {dest / 'reports' / 'summary.md'}  (MLflow: {dest / 'mlflow.db'})")
     sys.exit(result.returncode)
 
 

@@ -69,8 +69,7 @@ class GDumbLearner(HeadLearner):
         n = len(self.buffer)
         if n == 0:
             return
-        self.new_optimiser()
-        assert self.optimiser is not None
+        self.optimiser = torch.optim.Adam(self.parameters(), lr=self.cfg.lr, foreach=True)  # multi-tensor: faster
         x_all, y_all = self.buffer.x(), self.buffer.labels
         steps_per_epoch = math.ceil(n / self.batch_size)
         total = self.epochs * steps_per_epoch

@@ -15,7 +15,8 @@ CVPR 2017), as in van de Ven's and Mammoth's implementations.
   probabilities are softmax(-||f - mu_c||^2 / temperature) over the classes with exemplars (others 0).
 - Capabilities it overrides, the natural NME rules: few-shot = nearest mean of the shots (a prototype
   per new class, no training); generalised = the shots' means added beside its class means; novelty =
-  squared distance to the nearest class mean. Recall and transfer use the defaults on its features.
+  squared distance to the nearest class mean. Recall (a copy of its encoder with a new head, online) and
+  transfer use the head-based defaults.
 """
 
 from __future__ import annotations

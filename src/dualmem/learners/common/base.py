@@ -188,7 +188,7 @@ class Learner(ABC):
         from its corrupted cue, for every prefix N. Default: a fresh episodic memory of this learner's
         features within the memory budget."""
         capacity = self.ctx.item_capacity(self.feature_item_bytes(), self.name)
-        return knn_recall(self.features, stream, cfg, capacity, progress)
+        return knn_recall(self.features, stream, cfg, capacity, progress=progress)
 
     def feature_item_bytes(self) -> int:
         """Bytes of one stored feature vector (float32) and its label."""
