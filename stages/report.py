@@ -1,7 +1,7 @@
 """DVC stage `report`: merges every evaluate stage's per-learner results into reports/summary.md and
 summary.csv (the comparison table with both gap columns, the per-learner table with memory bytes, the
 literature check), the DVC plot data (plots/*.csv), PNG figures in reports/, and an MLflow child run
-holding the table and figures."""
+holding the table and figures; then it publishes every stage's spooled runs to MLflow."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dualmem.paths import REPORTS_DIR
 from dualmem.plot_data import plot_tables
 from dualmem.plots import plot_all
 from dualmem.report import ReportSpec, load_results, markdown, write_csv, write_plot_tables
-from dualmem.tracking import ChildRun, StageTracker
+from dualmem.tracking import ChildRun, StageTracker, publish_spool
 
 SUMMARY_MD = REPORTS_DIR / "summary.md"
 SUMMARY_CSV = REPORTS_DIR / "summary.csv"
@@ -46,6 +46,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
     tracker.add(ChildRun(name="report", params={"report": params["report"]}, tags={"test": "report"},
                          artifacts=[SUMMARY_MD, SUMMARY_CSV, *figures]))
     tracker.flush()
+    publish_spool()  # every stage's spooled runs, into MLflow in one go
     print(SUMMARY_MD.read_text())
 
 

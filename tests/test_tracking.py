@@ -34,6 +34,7 @@ def write_runs(root: str, worker: int, n_runs: int) -> None:
         tracker.add(ChildRun(name=f"w{worker}/r{i}", params={"i": i}, metrics={"m": i / 10},
                              series={"curve": [0.1, 0.2, 0.3]}, tags={"worker": str(worker)}))
     tracker.flush()
+    tracking.publish_spool()  # every worker publishes (its own and others' spooled runs) concurrently
 
 
 @pytest.mark.slow
@@ -69,6 +70,10 @@ def test_same_pipeline_key_reuses_the_parent(tmp_path, monkeypatch):
         tracker = StageTracker(stage, {})
         tracker.add(ChildRun(name=stage, params={}))
         tracker.flush()
+    assert not (tmp_path / "mlflow.db").exists()  # stages only spool
+    assert tracking.publish_spool() == 2
+    assert tracking.publish_spool() == 0  # nothing is logged twice
+    assert not list(tracking.spool_dir().glob("*/*.json"))
     db = sqlite3.connect(tmp_path / "mlflow.db")
     parents = db.execute("select count(*) from tags where key = ?", (tracking.PIPELINE_KEY_TAG,)).fetchone()[0]
     assert parents == 1

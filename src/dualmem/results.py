@@ -51,8 +51,12 @@ class TestResults:
         return out
 
     def save(self, name: str) -> None:
-        """Write this learner's (or reference column's) part of the test."""
-        write_json(metrics_path(self.test, name), self.aggregates().get(name, {}))
+        """Write this learner's (or reference column's) part of the test; its metrics file carries its
+        memory bytes beside the aggregates, so `dvc exp show` puts cost next to accuracy."""
+        metrics: dict[str, Any] = dict(self.aggregates().get(name, {}))
+        if (total := memory_bytes(self.memory.get(name))) is not None:
+            metrics["memory_bytes"] = total
+        write_json(metrics_path(self.test, name), metrics)
         payload = {**asdict(self), "rows": [asdict(r) for r in self.rows]}
         write_json(results_path(self.test, name), payload)
 

@@ -3,8 +3,12 @@
 
 - Tracking URI: $MLFLOW_TRACKING_URI, else sqlite:///<repo root>/mlflow.db (the real repo root, also
   from a queued experiment's temp copy, via $DVC_ROOT). Artifacts go to <repo root>/mlartifacts.
-- A stage collects its runs in memory and writes them in one go under an exclusive file lock, so
-  parallel `dvc queue` workers neither corrupt the SQLite database nor lose runs.
+- A stage collects its runs in memory and, at `flush()`, spools them as one JSON file under
+  <repo root>/.dualmem/spool/<pipeline key>/ — no MLflow import, so a stage pays nothing for
+  tracking. `publish_spool()` logs every spooled run to MLflow in one process, under an exclusive
+  file lock (parallel `dvc queue` workers neither corrupt the SQLite database nor lose runs), and
+  removes what it logged; the report stage calls it, `python -m dualmem.tracking` does it by hand
+  (e.g. after `dvc repro <one stage>`). A stage's results never wait on the tracking store.
 - "One pipeline execution" = one `dvc` process: every stage it spawns finds the same parent run,
   keyed by that process's pid and start time.
 """
@@ -12,9 +16,11 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -32,6 +38,10 @@ PIPELINE_KEY_TAG = "dualmem.pipeline_key"
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def spool_dir() -> Path:
+    return repo_root() / ".dualmem" / "spool"
 
 
 def artifact_location() -> str:
@@ -147,52 +157,86 @@ class StageTracker:
         return tags
 
     def flush(self) -> None:
+        """Spool this stage's runs (one JSON file, written atomically) for `publish_spool`."""
         if not self.children or os.environ.get("DUALMEM_NO_MLFLOW") == "1":
             return
-        logging.getLogger("mlflow").setLevel(logging.ERROR)
-        logging.getLogger("alembic").setLevel(logging.ERROR)
-        from mlflow.entities import Metric
-        from mlflow.tracking import MlflowClient
-
-        common = self.common_tags()
-        with exclusive_lock():
-            client = MlflowClient(tracking_uri())
-            experiment_id = self._experiment(client)
-            parent = self._parent(client, experiment_id, common)
-            now = int(time.time() * 1000)
-            for child in self.children:
-                tags = {**common, **child.tags, "mlflow.parentRunId": parent,
-                        "mlflow.runName": child.name}
-                run = client.create_run(experiment_id, tags=tags, run_name=child.name)
-                run_id = run.info.run_id
-                metrics = [Metric(k, float(v), now, 0) for k, v in child.metrics.items()]
-                for key, values in child.series.items():
-                    metrics += [Metric(key, float(v), now, step) for step, v in enumerate(values)]
-                log_params(client, run_id, child.params)
-                for start in range(0, len(metrics), 500):
-                    client.log_batch(run_id, metrics=metrics[start : start + 500])
-                for artifact in child.artifacts:
-                    client.log_artifact(run_id, str(artifact))
-                client.set_terminated(run_id)
-            client.set_tag(parent, "dualmem.last_stage", self.stage)
+        record = {"stage": self.stage, "params": self.params, "common": self.common_tags(),
+                  "children": [{**vars(child), "artifacts": [str(Path(a).resolve()) for a in child.artifacts]}
+                               for child in self.children]}
+        folder = spool_dir() / pipeline_key()
+        path = folder / f"{time.time_ns()}-{self.stage.replace('/', '_')}-{uuid.uuid4().hex[:8]}.json"
+        with exclusive_lock():  # a publisher removes empty folders under the same lock
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(record, default=str))
+            tmp.replace(path)
         self.children.clear()
 
-    def _experiment(self, client: Any) -> str:
-        experiment = client.get_experiment_by_name(EXPERIMENT)
-        if experiment is not None:
-            return experiment.experiment_id
-        return client.create_experiment(EXPERIMENT, artifact_location=artifact_location())
 
-    def _parent(self, client: Any, experiment_id: str, common: dict[str, str]) -> str:
-        key = pipeline_key()
-        found = client.search_runs([experiment_id], filter_string=f"tags.`{PIPELINE_KEY_TAG}` = '{key}'",
-                                   max_results=1)
-        if found:
-            return found[0].info.run_id
-        name = f"pipeline {common['git.commit'][:8]} {time.strftime('%Y-%m-%d %H:%M:%S')}"
-        tags = {**common, PIPELINE_KEY_TAG: key, "mlflow.runName": name}
-        tags.pop("dvc.stage")
-        run = client.create_run(experiment_id, tags=tags, run_name=name)
-        log_params(client, run.info.run_id, self.params)
-        return run.info.run_id
+def publish_spool() -> int:
+    """Log every spooled run to MLflow (each pipeline key under its own parent run) and remove it.
+    Returns the number of child runs logged."""
+    if not any(spool_dir().glob("*/*.json")):
+        return 0
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.ERROR)
+    from mlflow.tracking import MlflowClient
 
+    published = 0
+    with exclusive_lock():
+        folders = sorted(p for p in spool_dir().glob("*") if p.is_dir())
+        client = MlflowClient(tracking_uri())
+        experiment_id = experiment(client)
+        for folder in folders:
+            for path in sorted(folder.glob("*.json")):
+                record = json.loads(path.read_text())
+                parent = parent_run(client, experiment_id, folder.name, record["common"], record["params"])
+                for child in record["children"]:
+                    log_child(client, experiment_id, parent, record["common"], ChildRun(**child))
+                    published += 1
+                client.set_tag(parent, "dualmem.last_stage", record["stage"])
+                path.unlink()
+            if not any(folder.iterdir()):
+                folder.rmdir()
+    return published
+
+
+def log_child(client: Any, experiment_id: str, parent: str, common: dict[str, str], child: ChildRun) -> None:
+    from mlflow.entities import Metric
+
+    tags = {**common, **child.tags, "mlflow.parentRunId": parent, "mlflow.runName": child.name}
+    run_id = client.create_run(experiment_id, tags=tags, run_name=child.name).info.run_id
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, 0) for k, v in child.metrics.items()]
+    for key, values in child.series.items():
+        metrics += [Metric(key, float(v), now, step) for step, v in enumerate(values)]
+    log_params(client, run_id, child.params)
+    for start in range(0, len(metrics), 500):
+        client.log_batch(run_id, metrics=metrics[start : start + 500])
+    for artifact in child.artifacts:
+        if Path(artifact).exists():
+            client.log_artifact(run_id, str(artifact))
+    client.set_terminated(run_id)
+
+
+def experiment(client: Any) -> str:
+    found = client.get_experiment_by_name(EXPERIMENT)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(EXPERIMENT, artifact_location=artifact_location())
+
+
+def parent_run(client: Any, experiment_id: str, key: str, common: dict[str, str], params: dict[str, Any]) -> str:
+    """The parent run of the pipeline execution `key` (created on first use)."""
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{PIPELINE_KEY_TAG}` = '{key}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    name = f"pipeline {common['git.commit'][:8]} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    tags = {k: v for k, v in common.items() if k != "dvc.stage"} | {PIPELINE_KEY_TAG: key, "mlflow.runName": name}
+    run = client.create_run(experiment_id, tags=tags, run_name=name)
+    log_params(client, run.info.run_id, params)
+    return run.info.run_id
+
+
+if __name__ == "__main__":
+    print(f"published {publish_spool()} spooled runs to {tracking_uri()}", file=sys.stderr)

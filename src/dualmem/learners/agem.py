@@ -14,17 +14,14 @@ Prediction (class-incremental): argmax of the single linear head over all classe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from dualmem.learners.common.base import LearnerContext, parameter_cost
-from dualmem.learners.common.buffer import Buffer
-from dualmem.learners.common.head import HeadConfig, HeadLearner
+from dualmem.learners.common.head import HeadConfig
+from dualmem.learners.common.replay import ReplayLearner
 from dualmem.params import param
-from dualmem.seeding import seeded_generator
 
 
 @dataclass(frozen=True)
@@ -40,17 +37,12 @@ def project(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
     return g - (dot.clamp(max=0.0) / torch.dot(g_ref, g_ref).clamp_min(1e-20)) * g_ref
 
 
-class AgemLearner(HeadLearner):
+class AgemLearner(ReplayLearner):
     name = "agem"
     Config = AgemConfig
 
-    def __init__(self, cfg: AgemConfig, ctx: LearnerContext) -> None:
-        super().__init__(cfg, ctx)
-        self.buffer = Buffer(ctx, self.name, "reservoir")
-        self.replay_rng = seeded_generator(self.name, "replay", ctx.seed)
-
     def observe(self, x: torch.Tensor, y: torch.Tensor, ids: np.ndarray) -> None:
-        rows = self.buffer.sample(self.cfg.replay_batch_size, self.replay_rng)
+        rows = self.replay_rows(self.cfg.replay_batch_size)
         if len(rows) == 0:
             self.step(F.cross_entropy(self.logits(x), y), len(y))
         else:
@@ -72,14 +64,3 @@ class AgemLearner(HeadLearner):
             p.grad = g.view_as(p)
         self.optimiser.step()
         self.samples_trained += n_samples
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "buffer": self.buffer.state_dict(), "replay_rng": self.replay_rng.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.buffer.load_state_dict(state["buffer"])
-        self.replay_rng.set_state(state["replay_rng"])
-
-    def memory_cost(self) -> dict[str, int]:
-        return parameter_cost(self.encoder, self.head, items=len(self.buffer), item_bytes=self.buffer.nbytes())

@@ -13,17 +13,14 @@ Prediction (class-incremental): argmax of the single linear head over all classe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from dualmem.learners.common.base import LearnerContext, parameter_cost
-from dualmem.learners.common.buffer import Buffer
-from dualmem.learners.common.head import HeadConfig, HeadLearner
+from dualmem.learners.common.head import HeadConfig
+from dualmem.learners.common.replay import ReplayLearner
 from dualmem.params import param
-from dualmem.seeding import seeded_generator
 
 
 @dataclass(frozen=True)
@@ -33,19 +30,17 @@ class DerppConfig(HeadConfig):
     beta: float = param(minimum=0.0)  # weight of the replayed-label CE term; Mammoth seq-mnist, buffer 5120: 0.5
 
 
-class DerppLearner(HeadLearner):
+class DerppLearner(ReplayLearner):
     name = "derpp"
     Config = DerppConfig
 
-    def __init__(self, cfg: DerppConfig, ctx: LearnerContext) -> None:
-        super().__init__(cfg, ctx)
-        self.buffer = Buffer(ctx, self.name, "reservoir", extras={"logits": ctx.n_classes})
-        self.replay_rng = seeded_generator(self.name, "replay", ctx.seed)
+    def buffer_extras(self) -> dict[str, int]:
+        return {"logits": self.ctx.n_classes}
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, ids: np.ndarray) -> None:
         n = len(y)
-        rows1 = self.buffer.sample(self.cfg.replay_batch_size, self.replay_rng)
-        rows2 = self.buffer.sample(self.cfg.replay_batch_size, self.replay_rng)
+        rows1 = self.replay_rows(self.cfg.replay_batch_size)
+        rows2 = self.replay_rows(self.cfg.replay_batch_size)
         m1 = len(rows1)
         out = self.logits(torch.cat([x, self.buffer.x(rows1), self.buffer.x(rows2)]))
         loss = F.cross_entropy(out[:n], y)
@@ -55,14 +50,3 @@ class DerppLearner(HeadLearner):
         stream_logits = out[:n].detach()
         self.step(loss, len(out))
         self.buffer.add(ids, y, logits=stream_logits)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "buffer": self.buffer.state_dict(), "replay_rng": self.replay_rng.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.buffer.load_state_dict(state["buffer"])
-        self.replay_rng.set_state(state["replay_rng"])
-
-    def memory_cost(self) -> dict[str, int]:
-        return parameter_cost(self.encoder, self.head, items=len(self.buffer), item_bytes=self.buffer.nbytes())

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +27,7 @@ from dualmem.data.stream import Task
 from dualmem.evals.recall_memory import knn_recall
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.base import LABEL_BYTES, Learner, LearnerContext, parameter_cost
-from dualmem.learners.common.readouts import Episodes, HeadFit
+from dualmem.learners.common.readouts import Episodes, HeadFit, added_shots_scores, fresh_memory_scores
 from dualmem.memory.episodic import EpisodicMemory
 from dualmem.memory.semantic import ConsolidationParams, SemanticMemory
 from dualmem.params import param
@@ -131,30 +130,13 @@ class DualMemoryLearner(Learner):
     @torch.no_grad()
     def fewshot_scores(self, episodes: Episodes, fit: HeadFit) -> torch.Tensor:
         """The shots written to a fresh episodic memory (this learner's k and temperature), read by kNN."""
-        out = []
-        for e in range(len(episodes.support)):
-            memory = EpisodicMemory(episodes.support.shape[2], episodes.n_way,
-                                    k=min(self.episodic.k, episodes.support.shape[1]),
-                                    temperature=self.episodic.temperature)
-            memory.write(episodes.support[e], episodes.support_y[e])
-            out.append(memory.read(episodes.query[e]).probs)
-        return torch.stack(out)
+        return fresh_memory_scores(episodes, self.episodic.k, self.episodic.temperature)
 
     @torch.no_grad()
     def generalised_scores(self, episodes: Episodes, known: list[int], fit: HeadFit) -> torch.Tensor:
         """U's shots written into a copy of the episodic memory; episodic kNN or the gated readout."""
-        out = []
-        for e in range(len(episodes.support)):
-            # a shallow copy shares the stored tensors: write() concatenates into new ones and never
-            # edits them in place, so this learner's memory stays as it was
-            memory = copy.copy(self.episodic)
-            memory.write(episodes.support[e], episodes.support_global(e))
-            if self.cfg.readout.generalised == "full":
-                probs = self.gated(memory, episodes.query[e])
-            else:
-                probs = memory.read(episodes.query[e]).probs
-            out.append(probs[:, episodes.classes[e]])
-        return torch.stack(out)
+        read = self.gated if self.cfg.readout.generalised == "full" else None
+        return added_shots_scores(self.episodic, episodes, read)
 
     @torch.no_grad()
     def novelty_from_features(self, feats: torch.Tensor) -> torch.Tensor:

@@ -13,17 +13,14 @@ on the encoder it trains; replayed items only shape the training.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from dualmem.learners.common.base import LearnerContext, parameter_cost
-from dualmem.learners.common.buffer import Buffer
-from dualmem.learners.common.head import HeadConfig, HeadLearner
+from dualmem.learners.common.head import HeadConfig
+from dualmem.learners.common.replay import ReplayLearner
 from dualmem.params import param
-from dualmem.seeding import seeded_generator
 
 
 @dataclass(frozen=True)
@@ -32,17 +29,12 @@ class ErConfig(HeadConfig):
     replay_batch_size: int = param(minimum=1)
 
 
-class ErLearner(HeadLearner):
+class ErLearner(ReplayLearner):
     name = "er"
     Config = ErConfig
 
-    def __init__(self, cfg: ErConfig, ctx: LearnerContext) -> None:
-        super().__init__(cfg, ctx)
-        self.buffer = Buffer(ctx, self.name, "reservoir")
-        self.replay_rng = seeded_generator(self.name, "replay", ctx.seed)
-
     def observe(self, x: torch.Tensor, y: torch.Tensor, ids: np.ndarray) -> None:
-        rows = self.buffer.sample(self.cfg.replay_batch_size, self.replay_rng)
+        rows = self.replay_rows(self.cfg.replay_batch_size)
         if len(rows):
             x = torch.cat([x, self.buffer.x(rows)])
             targets = torch.cat([y, self.buffer.labels[rows]])
@@ -50,14 +42,3 @@ class ErLearner(HeadLearner):
             targets = y
         self.step(F.cross_entropy(self.logits(x), targets), len(targets))
         self.buffer.add(ids, y)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "buffer": self.buffer.state_dict(), "replay_rng": self.replay_rng.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.buffer.load_state_dict(state["buffer"])
-        self.replay_rng.set_state(state["replay_rng"])
-
-    def memory_cost(self) -> dict[str, int]:
-        return parameter_cost(self.encoder, self.head, items=len(self.buffer), item_bytes=self.buffer.nbytes())

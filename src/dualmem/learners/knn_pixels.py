@@ -18,7 +18,6 @@ no encoder at all (the classic non-parametric nearest-neighbour classifier on pi
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,7 +27,7 @@ import torch
 from dualmem.evals.recall_memory import knn_recall
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.base import LABEL_BYTES, Learner, LearnerContext
-from dualmem.learners.common.readouts import Episodes, HeadFit
+from dualmem.learners.common.readouts import Episodes, HeadFit, added_shots_scores, fresh_memory_scores
 from dualmem.memory.episodic import EpisodicMemory
 from dualmem.params import param
 
@@ -72,24 +71,12 @@ class KnnPixelsLearner(Learner):
     @torch.no_grad()
     def fewshot_scores(self, episodes: Episodes, fit: HeadFit) -> torch.Tensor:
         """The shots written to a fresh memory (this learner's k and temperature), read by kNN."""
-        out = []
-        for e in range(len(episodes.support)):
-            memory = EpisodicMemory(episodes.support.shape[2], episodes.n_way,
-                                    k=min(self.cfg.k, episodes.support.shape[1]), temperature=self.cfg.temperature)
-            memory.write(episodes.support[e], episodes.support_y[e])
-            out.append(memory.read(episodes.query[e]).probs)
-        return torch.stack(out)
+        return fresh_memory_scores(episodes, self.cfg.k, self.cfg.temperature)
 
     @torch.no_grad()
     def generalised_scores(self, episodes: Episodes, known: list[int], fit: HeadFit) -> torch.Tensor:
         """U's shots written into a copy of the memory (same budget), read by kNN over K ∪ U."""
-        out = []
-        for e in range(len(episodes.support)):
-            # a shallow copy shares the stored tensors; write() builds new ones, never edits in place
-            memory = copy.copy(self.memory)
-            memory.write(episodes.support[e], episodes.support_global(e))
-            out.append(memory.read(episodes.query[e]).probs[:, episodes.classes[e]])
-        return torch.stack(out)
+        return added_shots_scores(self.memory, episodes)
 
     @torch.no_grad()
     def novelty_from_features(self, feats: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,16 @@
-"""Few-shot episodes as the learners see them (features only), and the linear-head fit that is the
-default way to learn new classes from shots."""
+"""Few-shot episodes as the learners see them (features only), the linear-head fit that is the
+default way to learn new classes from shots, and the memory-based way (shots written to a memory)."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
+
+from dualmem.memory.episodic import EpisodicMemory
 
 
 @dataclass(frozen=True)
@@ -54,3 +58,31 @@ def fit_heads(xs: torch.Tensor, ys: torch.Tensor, n_out: int, fit: HeadFit,
             loss.backward()
             optimiser.step()
     return weight.detach(), bias.detach()
+
+
+def fresh_memory_scores(episodes: Episodes, k: int, temperature: float) -> torch.Tensor:
+    """Each episode's shots written to a fresh episodic memory (k capped by the support size), its
+    queries read by similarity-weighted kNN: (E, Q, n_way) probabilities."""
+    out = []
+    for e in range(len(episodes.support)):
+        memory = EpisodicMemory(episodes.support.shape[2], episodes.n_way, k=min(k, episodes.support.shape[1]),
+                                temperature=temperature)
+        memory.write(episodes.support[e], episodes.support_y[e])
+        out.append(memory.read(episodes.query[e]).probs)
+    return torch.stack(out)
+
+
+def added_shots_scores(memory: EpisodicMemory, episodes: Episodes,
+                       read: Callable[[EpisodicMemory, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Each episode's shots (global labels) written into a copy of `memory`, its queries read over the
+    episode's classes: (E, Q, n_way). `read(memory, queries) -> probabilities over all classes`
+    (default: the memory's kNN readout). `memory` itself is never changed."""
+    out = []
+    for e in range(len(episodes.support)):
+        # a shallow copy shares the stored tensors: write() concatenates into new ones and never
+        # edits them in place, so the learner's memory stays as it was
+        copied = copy.copy(memory)
+        copied.write(episodes.support[e], episodes.support_global(e))
+        probs = read(copied, episodes.query[e]) if read else copied.read(episodes.query[e]).probs
+        out.append(probs[:, episodes.classes[e]])
+    return torch.stack(out)
