@@ -196,12 +196,20 @@ def literature_table(results: list[TestResults]) -> list[str]:
                          "protocol | – |")
         for ref in refs:
             spread = f" ± {ref.spread:.3f}" if ref.spread is not None else ""
-            diff = measured.mean - ref.accuracy
-            within = abs(diff) <= LITERATURE_TOLERANCE
-            word = "within 2 points" if within else f"differs by {diff * 100:+.1f} points (see docs/LITERATURE.md)"
+            word = literature_verdict(measured.mean - ref.accuracy, ref.buffer_items, items)
             lines.append(f"| {name} | {fmt(measured)} ({items:,}) | {ref.accuracy:.3f}{spread} | "
                          f"{ref.buffer_items if ref.buffer_items else '–'} | {ref.source} | {word} |")
     return lines
+
+
+def literature_verdict(diff: float, published_items: int | None, stored_items: int) -> str:
+    """Within 2 points, or by how much it differs — and whether the memories compare at all."""
+    if abs(diff) <= LITERATURE_TOLERANCE:
+        return "within 2 points"
+    word = f"differs by {diff * 100:+.1f} points"
+    if published_items and stored_items and abs(published_items - stored_items) > 0.2 * stored_items:
+        word += f"; published with {published_items:,} items, ours stores {stored_items:,}"
+    return word + " (why: docs/LITERATURE.md)"
 
 
 def memory_groups(results: list[TestResults]) -> list[tuple[str, str, dict[str, int]]]:

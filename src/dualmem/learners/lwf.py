@@ -4,9 +4,12 @@ shared head (Hsu et al. 2018, "Re-evaluating Continual Learning Scenarios"; van 
 model's soft targets over the classes seen before.
 
 - Training (`observe`): from the second task on, a frozen copy of the model as it was when the task
-  began (the previous model) gives soft targets on the batch; the loss is
-  CE(batch, over all classes) + lam * T^2 * KL(softmax(old[:, O] / T) || softmax(new[:, O] / T)),
-  O = the classes seen before this task, T the temperature, KL averaged over the batch.
+  began (the previous model) gives soft targets on the batch; with D = T^2 * KL(softmax(old[:, O] / T)
+  || softmax(new[:, O] / T)), O = the classes seen before this task, T the temperature, KL averaged
+  over the batch, the loss is
+  - `weighting: by_task` (van de Ven & Tolias 2019, whose class-IL split MNIST number we check
+    against): (1/t) * CE(batch, over the classes seen so far) + (1 - 1/t) * D at the t-th task;
+  - `weighting: fixed` (Li & Hoiem 2017): CE(batch, over all classes) + lam * D.
 - Class-incremental prediction: argmax of the softmax over all classes of the one head (HeadLearner).
 - Memory: the weights only. The frozen copy exists only while a task is trained (built in
   `before_task` from the current weights, dropped in `after_task`), so nothing else is kept between
@@ -31,8 +34,9 @@ from dualmem.params import param
 
 @dataclass(frozen=True)
 class LwFConfig(HeadConfig):
-    lam: float = param(1.0, minimum=0.0)  # Li & Hoiem 2017: lambda_o = 1
+    lam: float = param(1.0, minimum=0.0)  # `fixed` weighting: Li & Hoiem 2017, lambda_o = 1
     temperature: float = param(2.0, minimum=1e-6)  # Li & Hoiem 2017 (after Hinton et al. 2015): T = 2
+    weighting: str = param("by_task", choices=("by_task", "fixed"))  # see the module docstring
 
 
 def distillation(new_logits: torch.Tensor, old_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -62,11 +66,19 @@ class LwFLearner(HeadLearner):
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, ids: np.ndarray) -> None:
         logits = self.logits(x)
-        loss = F.cross_entropy(logits, y)
+        by_task = self.cfg.weighting == "by_task"
+        if by_task:  # CE over the classes seen so far only (van de Ven's "active classes")
+            unseen = torch.ones(logits.shape[1], dtype=torch.bool)
+            unseen[sorted(self.visible_classes)] = False
+            loss = F.cross_entropy(logits.masked_fill(unseen, float("-inf")), y)
+        else:
+            loss = F.cross_entropy(logits, y)
         if self.old_model is not None:
             with torch.no_grad():
                 old = self.old_model(x)[:, self.old_classes]
-            loss = loss + self.cfg.lam * distillation(logits[:, self.old_classes], old, self.cfg.temperature)
+            distill = distillation(logits[:, self.old_classes], old, self.cfg.temperature)
+            t = self.tasks_seen + 1  # this task's number
+            loss = loss / t + (1 - 1 / t) * distill if by_task else loss + self.cfg.lam * distill
         self.step(loss, len(y))
 
     def after_task(self, task: Task) -> None:

@@ -1,0 +1,81 @@
+"""The report's honest gap: dualmem against the best other learner whose memory bytes are at most its
+own (upper bounds aside), paired over seeds; per-learner parts merged; the literature verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from dualmem.report import ReportSpec, best_other, literature_verdict, markdown, table_rows
+from dualmem.results import Row, TestResults, merge
+from dualmem.tiny import project_root
+
+SPEC = ReportSpec(["finetune", "joint", "er", "big", "dualmem"], ("dualmem", "finetune"), ["joint"])
+
+
+def part(name: str, accs: list[float], param_bytes: int, item_bytes: int) -> TestResults:
+    result = TestResults("continual", "protocol", [Row("1 Continual", "final_accuracy", "Final average accuracy")])
+    for seed, acc in enumerate(accs):
+        result.add("final_accuracy", name, seed, acc)
+    result.memory[name] = {"params": param_bytes // 4, "param_bytes": param_bytes, "items": 0,
+                           "item_bytes": item_bytes}
+    return result
+
+
+def results() -> TestResults:
+    return merge([
+        part("finetune", [0.20, 0.21, 0.19], 1_000, 0),
+        part("joint", [0.97, 0.98, 0.97], 1_000, 40_000_000),  # the oracle: best, but never "best other"
+        part("er", [0.90, 0.92, 0.91], 1_000, 4_000),
+        part("big", [0.99, 0.99, 0.99], 1_000, 9_000),  # better than dualmem, but with more bytes
+        part("dualmem", [0.80, 0.82, 0.81], 1_000, 5_000),
+    ])
+
+
+def test_best_other_respects_bytes_and_upper_bounds():
+    merged = results()
+    assert best_other(merged, merged.rows[0], SPEC) == "er"
+    row = table_rows([merged], SPEC)[0][0]
+    assert row.best_gap.against == "er"
+    assert round(row.best_gap.summary.mean, 3) == -0.100
+    assert row.best_gap.verdict == "dualmem WORSE than er"
+    assert row.gap.verdict == "dualmem better"  # the snapshot's gap tells the opposite story
+
+
+def test_a_learner_over_the_bytes_becomes_eligible_when_dualmem_grows():
+    """Positive control for the byte filter: give dualmem more bytes than `big`, and `big` is picked."""
+    merged = results()
+    merged.memory["dualmem"]["item_bytes"] = 10_000
+    assert best_other(merged, merged.rows[0], SPEC) == "big"
+
+
+def test_merge_keeps_every_learner_and_the_markdown_shows_both_gaps():
+    merged = results()
+    assert set(merged.values["final_accuracy"]) == {"finetune", "joint", "er", "big", "dualmem"}
+    text = markdown([merged], SPEC)
+    assert "Gap (dualmem − finetune)" in text and "(vs er)" in text
+    assert "| joint (upper bound) |" in text
+
+
+def test_literature_verdicts():
+    assert literature_verdict(0.015, None, 0) == "within 2 points"
+    assert literature_verdict(-0.05, None, 0).startswith("differs by -5.0 points")
+    assert "published with 1,100 items, ours stores 5,120" in literature_verdict(0.05, 1100, 5120)
+    assert "items" not in literature_verdict(0.05, 5000, 5120)
+
+
+def test_quick_profile_is_the_default_with_fewer_seeds_and_lighter_tests():
+    """profiles/quick.yaml must not drift from params.yaml: only its documented keys differ."""
+    root = Path(project_root())
+    default = yaml.safe_load((root / "params.yaml").read_text())
+    quick = yaml.safe_load((root / "profiles" / "quick.yaml").read_text())
+    for key, value in (("run.seeds", [0, 1, 2]), ("protocol.openworld.seeds", [0, 1, 2]),
+                       ("evaluate_fewshot.episodes", 200), ("evaluate_recall.sizes", [100, 1000, 5000])):
+        *path, leaf = key.split(".")
+        node_q, node_d = quick, default
+        for p in path:
+            node_q, node_d = node_q[p], node_d[p]
+        assert node_q[leaf] == value, key
+        node_q[leaf] = node_d[leaf]
+    assert quick == default
