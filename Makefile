@@ -50,4 +50,4 @@ lint: setup
 	$(BIN)/ruff check src stages tests
 
 clean:
-	rm -rf data/prepared models/*/* results/* dvc_plots
+	rm -rf data/prepared models/*/encoder models/*/*/wake models/*/*/sleep results/*/*.json dvc_plots
