@@ -4,6 +4,7 @@ memory). Only learners with a sleep phase have this stage."""
 
 from __future__ import annotations
 
+import _interpreter  # noqa: F401  (first: re-executes under the project's .venv if needed)
 import argparse
 import time
 
@@ -39,7 +40,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
     section = learner_section(params, args.learner)
     seeds = stream_seeds(params, args.stream)
     prepared_dataset()
-    tracker = StageTracker(f"consolidate@{args.learner}-{args.stream}", params)
+    tracker = StageTracker(args.stage, params)
     for seed in seeds:
         stream = open_stream(params, args.stream, seed)
         learner = build_learner(params, args.learner, stream)
@@ -64,4 +65,5 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, lambda args: [paths.sleep_dir(args.stream, args.learner)], configure)
+    run_stage(main, lambda args: [paths.sleep_dir(args.stream, args.learner)], configure,
+              stage=lambda args: f"consolidate@{args.learner}-{args.stream}")

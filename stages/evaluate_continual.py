@@ -3,11 +3,12 @@ class-incremental stream for every seed, its metrics; per-run MLflow children.""
 
 from __future__ import annotations
 
+import _interpreter  # noqa: F401  (first: re-executes under the project's .venv if needed)
 import argparse
 
 from tqdm import tqdm
 
-from dualmem.cli import learner_argument, run_stage
+from dualmem.cli import evaluation_stage, learner_argument, run_stage
 from dualmem.evals.continual import STREAM, ContinualResult, collect_results, evaluate_learner
 from dualmem.results import evaluation_outputs
 from dualmem.runner import learner_section, open_stream, prepared_dataset, stream_seeds
@@ -31,7 +32,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
     seeds = stream_seeds(params, STREAM)
     learner_section(params, args.learner)
     prepared_dataset()
-    tracker = StageTracker(f"evaluate_continual@{args.learner}", params)
+    tracker = StageTracker(args.stage, params)
     runs: list[ContinualResult] = []
     for seed in tqdm(seeds, desc=f"continual {args.learner}"):
         result = evaluate_learner(params, args.learner, open_stream(params, STREAM, seed))
@@ -42,4 +43,5 @@ def main(params: dict, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, lambda args: evaluation_outputs("continual", args.learner), learner_argument)
+    run_stage(main, lambda args: evaluation_outputs("continual", args.learner), learner_argument,
+              stage=evaluation_stage("continual"))

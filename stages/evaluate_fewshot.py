@@ -4,9 +4,10 @@ per-run MLflow children. The work is in `dualmem.evals.fewshot`."""
 
 from __future__ import annotations
 
+import _interpreter  # noqa: F401  (first: re-executes under the project's .venv if needed)
 import argparse
 
-from dualmem.cli import learner_argument, run_stage
+from dualmem.cli import evaluation_stage, learner_argument, run_stage
 from dualmem.evals.fewshot import SECTION, FewshotParams, run_fewshot
 from dualmem.results import evaluation_outputs
 from dualmem.runner import learner_config, prepared_dataset, stream_seeds
@@ -19,7 +20,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
     stream_seeds(params, "openworld")
     prepared_dataset()  # a missing input fails here, before any work
     results, runs = run_fewshot(params, args.learner, cfg, progress=True)
-    tracker = StageTracker(f"evaluate_fewshot@{args.learner}", params)
+    tracker = StageTracker(args.stage, params)
     for run in runs:
         memory_bytes = run.memory["param_bytes"] + run.memory["item_bytes"]
         tracker.add_run("fewshot", run.learner, run.seed, {SECTION: params[SECTION]},
@@ -29,4 +30,5 @@ def main(params: dict, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, lambda args: evaluation_outputs("fewshot", args.learner), learner_argument)
+    run_stage(main, lambda args: evaluation_outputs("fewshot", args.learner), learner_argument,
+              stage=evaluation_stage("fewshot"))

@@ -4,9 +4,10 @@ curves); per-run MLflow children. The work is in `dualmem.evals.novelty`."""
 
 from __future__ import annotations
 
+import _interpreter  # noqa: F401  (first: re-executes under the project's .venv if needed)
 import argparse
 
-from dualmem.cli import learner_argument, run_stage
+from dualmem.cli import evaluation_stage, learner_argument, run_stage
 from dualmem.evals.novelty import SECTION, NoveltyParams, run_novelty
 from dualmem.results import evaluation_outputs
 from dualmem.runner import learner_config, prepared_dataset, stream_seeds
@@ -19,7 +20,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
     stream_seeds(params, "openworld")
     prepared_dataset()  # a missing input fails here, before any work
     results, runs = run_novelty(params, args.learner, cfg, progress=True)
-    tracker = StageTracker(f"evaluate_novelty@{args.learner}", params)
+    tracker = StageTracker(args.stage, params)
     for run in runs:
         tracker.add_run("novelty", run.learner, run.seed, {SECTION: params[SECTION]}, run.metrics)
     results.save(args.learner)
@@ -27,4 +28,5 @@ def main(params: dict, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, lambda args: evaluation_outputs("novelty", args.learner), learner_argument)
+    run_stage(main, lambda args: evaluation_outputs("novelty", args.learner), learner_argument,
+              stage=evaluation_stage("novelty"))

@@ -4,9 +4,10 @@ item age, bytes per item, query time; per-run MLflow children. The work is in `d
 
 from __future__ import annotations
 
+import _interpreter  # noqa: F401  (first: re-executes under the project's .venv if needed)
 import argparse
 
-from dualmem.cli import learner_argument, run_stage
+from dualmem.cli import evaluation_stage, learner_argument, run_stage
 from dualmem.evals.recall import RecallParams, child_runs, run_recall
 from dualmem.results import evaluation_outputs
 from dualmem.runner import learner_config, prepared_dataset
@@ -20,7 +21,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
     learner_config(params, args.learner)
     prepared_dataset()
     results = run_recall(params, args.learner, cfg, progress=True)
-    tracker = StageTracker(f"evaluate_recall@{args.learner}", params)
+    tracker = StageTracker(args.stage, params)
     for learner, seed, metrics, series in child_runs(results):
         # series step = index into evaluate_recall.sizes
         tracker.add_run("recall", learner, seed, {SECTION: params[SECTION]}, metrics, {"recall": series})
@@ -29,4 +30,5 @@ def main(params: dict, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, lambda args: evaluation_outputs("recall", args.learner), learner_argument)
+    run_stage(main, lambda args: evaluation_outputs("recall", args.learner), learner_argument,
+              stage=evaluation_stage("recall"))

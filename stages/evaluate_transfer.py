@@ -5,6 +5,7 @@ Per-run MLflow children. The work is in `dualmem.evals.transfer`."""
 
 from __future__ import annotations
 
+import _interpreter  # noqa: F401  (first: re-executes under the project's .venv if needed)
 import argparse
 
 from dualmem.cli import learner_argument, run_stage
@@ -22,8 +23,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
         learner_config(params, args.learner)
     prepared_dataset()
     results = run_transfer(params, args.learner, cfg, progress=True)
-    stage = "evaluate_transfer_random" if args.learner == RANDOM else f"evaluate_transfer@{args.learner}"
-    tracker = StageTracker(stage, params)
+    tracker = StageTracker(args.stage, params)
     for column, seed, metrics in child_runs(results):
         tracker.add_run("transfer", column, seed, {SECTION: params[SECTION]}, metrics)
     results.save(args.learner)
@@ -31,4 +31,6 @@ def main(params: dict, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, lambda args: evaluation_outputs("transfer", args.learner), learner_argument)
+    run_stage(main, lambda args: evaluation_outputs("transfer", args.learner), learner_argument,
+              stage=lambda args: "evaluate_transfer_random" if args.learner == RANDOM else
+              f"evaluate_transfer@{args.learner}")

@@ -1,9 +1,10 @@
-"""DVC stage `prepare`: load the data source, write the prepared arrays and one split manifest per
-seed (class order, the tasks of each stream, the held-out classes), plus Fashion-MNIST as an
-auxiliary set for Tests 3-4 when it is installed."""
+"""DVC stage `prepare`, the first: validate the whole params.yaml, then load the data source, write
+the prepared arrays and one split manifest per seed (class order, the tasks of each stream, the
+held-out classes), plus Fashion-MNIST as an auxiliary set for Tests 3-4 when it is installed."""
 
 from __future__ import annotations
 
+import _interpreter  # noqa: F401  (first: re-executes under the project's .venv if needed)
 import argparse
 import json
 import sys
@@ -14,10 +15,10 @@ import numpy as np
 from dualmem import paths
 from dualmem.cli import run_stage
 from dualmem.data.prepared import prepared_file, resize_codes, save_dataset
-from dualmem.data.sources import FASHION_INSTALL, SOURCES, Dataset, load_fashion_mnist, load_source
+from dualmem.data.sources import FASHION_INSTALL, DataParams, Dataset, load_fashion_mnist, load_source
 from dualmem.data.splits import ProtocolParams, make_manifest, stream_seeds, write_manifest
 from dualmem.errors import DataError
-from dualmem.params import Section
+from dualmem.validate import validate_params
 
 OUTPUTS = [paths.PREPARED_DIR]
 
@@ -37,15 +38,14 @@ def fashion_as_auxiliary(directory: str, main: Dataset) -> Dataset | None:
 
 
 def main(params: dict, args: argparse.Namespace) -> None:
-    data = Section.of(params, "data")
-    source = data.choice("source", SOURCES)
-    fashion_dir = data.string("fashion_mnist_dir")
+    validate_params(params)  # the whole file, before any work: later stages never meet a bad value
+    data = DataParams.from_params(params)
     seeds = sorted(set(stream_seeds(params, "continual")) | set(stream_seeds(params, "openworld")))
-    dataset = load_source(source, fashion_dir)
+    dataset = load_source(data.source, data.fashion_mnist_dir)
     protocol = ProtocolParams.from_params(params, dataset.n_classes)
 
     save_dataset(dataset, prepared_file("main"))
-    if source != "fashion_mnist" and (aux := fashion_as_auxiliary(fashion_dir, dataset)) is not None:
+    if data.source != "fashion_mnist" and (aux := fashion_as_auxiliary(data.fashion_mnist_dir, dataset)):
         save_dataset(aux, prepared_file("fashion_mnist"))
     for seed in seeds:
         write_manifest(make_manifest(seed, dataset.name, dataset.n_classes, protocol), paths.manifest_path(seed))

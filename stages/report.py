@@ -5,12 +5,12 @@ holding the table and figures; then it publishes every stage's spooled runs to M
 
 from __future__ import annotations
 
+import _interpreter  # noqa: F401  (first: re-executes under the project's .venv if needed)
 import argparse
 from pathlib import Path
 
 from dualmem.cli import run_stage
-from dualmem.errors import ParamsError, UserError
-from dualmem.params import Section
+from dualmem.errors import UserError
 from dualmem.paths import REPORTS_DIR
 from dualmem.plot_data import plot_tables
 from dualmem.plots import plot_all
@@ -23,17 +23,8 @@ FIGURES = REPORTS_DIR / "figures"
 PLOTS = Path("plots")
 
 
-def report_spec(params: dict) -> ReportSpec:
-    learners = Section.of(params, "run").string_list("learners")
-    report = Section.of(params, "report")
-    gap = tuple(report.names("gap", learners))
-    if len(gap) != 2:
-        raise ParamsError("report.gap", f"must name two learners, got {list(gap)}", "write [dualmem, finetune]")
-    return ReportSpec(learners, (gap[0], gap[1]), report.names("upper_bounds", learners, allow_empty=True))
-
-
 def main(params: dict, args: argparse.Namespace) -> None:
-    spec = report_spec(params)
+    spec = ReportSpec.from_params(params)
     results = load_results(spec.learners)
     if not results:
         raise UserError("no results/<test>/<learner>.json to report; fix: run `dvc repro` (the evaluate stages)")

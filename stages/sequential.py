@@ -4,6 +4,7 @@ for every seed, and its state is saved after each task. Logs wall time and train
 
 from __future__ import annotations
 
+import _interpreter  # noqa: F401  (first: re-executes under the project's .venv if needed)
 import argparse
 import time
 
@@ -32,7 +33,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
     memory_budget(params)
     seeds = stream_seeds(params, args.stream)
     prepared_dataset()
-    tracker = StageTracker(f"sequential@{args.learner}-{args.stream}", params)
+    tracker = StageTracker(args.stage, params)
     bare = None
     for seed in seeds:
         stream = open_stream(params, args.stream, seed)
@@ -62,4 +63,5 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, lambda args: [paths.wake_dir(args.stream, args.learner)], configure)
+    run_stage(main, lambda args: [paths.wake_dir(args.stream, args.learner)], configure,
+              stage=lambda args: f"sequential@{args.learner}-{args.stream}")

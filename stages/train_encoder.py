@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import _interpreter  # noqa: F401  (first: re-executes under the project's .venv if needed)
 import argparse
 
 from tqdm import tqdm
@@ -19,7 +20,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
     cfg = EncoderParams.from_params(params)
     seeds = stream_seeds(params, args.stream)
     prepared_dataset()
-    tracker = StageTracker(f"train_encoder@{args.stream}", params)
+    tracker = StageTracker(args.stage, params)
     for seed in tqdm(seeds, desc=f"encoders ({args.stream})"):
         stream = open_stream(params, args.stream, seed)
         encoder, fitted = train_stream_encoder(stream, cfg)
@@ -34,4 +35,5 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, lambda args: [paths.encoder_dir(args.stream)], configure)
+    run_stage(main, lambda args: [paths.encoder_dir(args.stream)], configure,
+              stage=lambda args: f"train_encoder@{args.stream}")

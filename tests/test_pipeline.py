@@ -164,7 +164,9 @@ class ToyLearner(Learner):
 
 def test_adding_a_learner_is_one_file_plus_its_params_section(tiny_repo):
     """A new file in learners/ and a learners.toy section: only toy's stages (and the report) run, and
-    the report gets a toy column. Runs last: it leaves the toy learner in the scratch project."""
+    the report gets a toy column. `prepare` reruns too (it validates the whole params.yaml with the
+    whole library), but its outputs are unchanged, so no other learner's stage runs. Runs last: it
+    leaves the toy learner in the scratch project."""
     import subprocess
 
     (tiny_repo / "src" / "dualmem" / "learners" / "toy.py").write_text(TOY_LEARNER)
@@ -177,10 +179,10 @@ def test_adding_a_learner_is_one_file_plus_its_params_section(tiny_repo):
     changed = set(json.loads(status.stdout))
     toy_stages = {"sequential@toy-continual", "sequential@toy-openworld", *(f"evaluate_{t}@toy" for t in
                   ("continual", "fewshot", "novelty", "transfer", "recall"))}
-    assert changed == toy_stages | {"report"}, changed
+    assert changed == toy_stages | {"prepare", "report"}, changed
     result = run_tiny_pipeline(tiny_repo)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
-    assert ran == toy_stages | {"report"}, ran
+    assert ran == toy_stages | {"prepare", "report"}, ran
     summary = (tiny_repo / "reports" / "summary.md").read_text()
     assert "| toy |" in summary and " toy |" in summary.splitlines()[4]

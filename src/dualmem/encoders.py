@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from dualmem.data.stream import Stream
 from dualmem.errors import LeakageError
+from dualmem.optim import adam
 from dualmem.params import Section
 from dualmem.seeding import derive_seed, seeded_generator
 
@@ -98,7 +99,7 @@ def fit_encoder(
     remap = torch.full((int(max(classes)) + 1,), -1, dtype=torch.long)
     remap[torch.tensor(classes)] = torch.arange(len(classes))
     head = nn.Linear(encoder.out_dim, len(classes))
-    optimiser = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=cfg.lr)
+    optimiser = adam([*encoder.parameters(), *head.parameters()], cfg.lr)
     generator = seeded_generator("encoder-batches", seed)
     encoder.train()
     for _ in tqdm(range(cfg.epochs), desc="encoder", disable=not progress, leave=False):

@@ -43,6 +43,41 @@ def params_hash(params: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+class KeyAudit:
+    """Which keys the parsers read (`read`) and which mappings they read as sections (`sections`):
+    what `unread_keys` needs to call every other key of params.yaml unknown."""
+
+    active: list[KeyAudit] = []
+
+    def __init__(self) -> None:
+        self.read: set[str] = set()
+        self.sections: set[str] = set()
+
+    def __enter__(self) -> KeyAudit:
+        KeyAudit.active.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        KeyAudit.active.remove(self)
+
+    @classmethod
+    def note(cls, key: str, section: bool = False) -> None:
+        for audit in cls.active:
+            (audit.sections if section else audit.read).add(key)
+
+    def unread_keys(self, params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, list[str]]]:
+        """(unknown key, the keys read beside it) for every key under a section no parser read."""
+        unknown: list[tuple[str, list[str]]] = []
+        read_here = [k for k in params if f"{prefix}{k}" in self.read | self.sections]
+        for key, value in params.items():
+            path = f"{prefix}{key}"
+            if path in self.sections and isinstance(value, Mapping):
+                unknown += self.unread_keys(value, f"{path}.")
+            elif path not in self.read:
+                unknown.append((path, [f"{prefix}{k}" for k in read_here]))
+        return unknown
+
+
 class Section:
     """A validated view on one (possibly nested) mapping of params.yaml."""
 
@@ -51,6 +86,9 @@ class Section:
             raise ParamsError(prefix, "must be a mapping", f"write '{prefix}:' as a section of keys")
         self.data = data
         self.prefix = prefix
+        parts = prefix.split(".")
+        for i in range(1, len(parts) + 1):
+            KeyAudit.note(".".join(parts[:i]), section=True)
 
     @classmethod
     def of(cls, params: Mapping[str, Any], key: str) -> Section:
@@ -66,6 +104,7 @@ class Section:
         return f"{self.prefix}.{name}"
 
     def raw(self, name: str, default: Any = ...) -> Any:
+        KeyAudit.note(self.key(name))
         if name not in self.data:
             if default is ...:
                 raise ParamsError(self.key(name), "is missing", "add it to params.yaml")

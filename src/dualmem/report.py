@@ -11,7 +11,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from dualmem.errors import ParamsError
 from dualmem.literature import references_for
+from dualmem.params import Section
 from dualmem.paths import RESULTS_DIR
 from dualmem.results import Row, TestResults, memory_bytes, merge, results_path
 from dualmem.stats import Summary, paired_gap, summarize
@@ -26,6 +28,15 @@ class ReportSpec:
     learners: list[str]  # run.learners, in column order
     gap: tuple[str, str]  # (subject, baseline) of the snapshot's gap, e.g. (dualmem, finetune)
     upper_bounds: list[str]  # oracles: shown, never the "best other learner"
+
+    @classmethod
+    def from_params(cls, params: dict) -> ReportSpec:
+        learners = Section.of(params, "run").string_list("learners")
+        report = Section.of(params, "report")
+        gap = tuple(report.names("gap", learners))
+        if len(gap) != 2:
+            raise ParamsError("report.gap", f"must name two learners, got {list(gap)}", "write [dualmem, finetune]")
+        return cls(learners, (gap[0], gap[1]), report.names("upper_bounds", learners, allow_empty=True))
 
 
 @dataclass

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dualmem.encoders import Encoder
+from dualmem.optim import adam
 from dualmem.seeding import seeded_generator
 
 
@@ -20,7 +21,7 @@ def bare_samples_per_second(encoder: Encoder, n_classes: int, batch_size: int, s
     """Samples per second of a bare Adam + cross-entropy loop on a copy of `encoder` with a new head."""
     net = copy.deepcopy(encoder).train()
     head = nn.Linear(net.out_dim, n_classes)
-    optimiser = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=1e-3)
+    optimiser = adam([*net.parameters(), *head.parameters()], 1e-3)
     generator = seeded_generator("bare-loop")
     x = torch.rand(batch_size, encoder.n_in, generator=generator)
     y = torch.randint(0, n_classes, (batch_size,), generator=generator)

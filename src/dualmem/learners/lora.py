@@ -39,6 +39,7 @@ from dualmem.evals.recall_networks import online_recall
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.base import Learner, LearnerContext, parameter_cost
 from dualmem.learners.common.head import HeadConfig
+from dualmem.optim import adam
 from dualmem.params import param
 from dualmem.seeding import seeded_generator
 
@@ -124,8 +125,7 @@ class LoraLearner(Learner):
         self.new_task_modules(classes, seeded_generator(self.name, self.ctx.seed, task.stream, task.index))
         self.local = torch.full((self.ctx.n_classes,), -1, dtype=torch.long)
         self.local[torch.tensor(classes)] = torch.arange(len(classes))
-        self.optimiser = torch.optim.Adam([*self.adapters[-1].parameters(), *self.heads[-1].parameters()],
-                                          lr=self.cfg.lr)
+        self.optimiser = adam([*self.adapters[-1].parameters(), *self.heads[-1].parameters()], self.cfg.lr)
 
     def after_task(self, task: Task) -> None:
         super().after_task(task)

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dualmem.memory.episodic import EpisodicMemory
+from dualmem.optim import adam
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class SemanticMemory(nn.Module):
         old = self.known.clone()
         self.known |= torch.bincount(episodic.labels, minlength=self.n_classes) > 0
         mask = ~self.known
-        optimiser = torch.optim.Adam(self.parameters(), lr=cfg.lr)
+        optimiser = adam(self.parameters(), cfg.lr)
         t = cfg.distill_temperature
         self.train()
         for _ in range(cfg.steps):

@@ -22,6 +22,7 @@ from dualmem.data.stream import Task
 from dualmem.evals.recall_networks import online_recall
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.base import Learner, LearnerContext, parameter_cost
+from dualmem.optim import adam
 from dualmem.params import param
 from dualmem.seeding import derive_seed
 
@@ -49,7 +50,7 @@ class HeadLearner(Learner):
         return [*self.encoder.parameters(), *self.head.parameters()]
 
     def new_optimiser(self) -> None:
-        self.optimiser = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+        self.optimiser = adam(self.parameters(), self.cfg.lr)
 
     def before_task(self, task: Task) -> None:
         super().before_task(task)

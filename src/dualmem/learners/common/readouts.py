@@ -11,6 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from dualmem.memory.episodic import EpisodicMemory
+from dualmem.optim import adam
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def fit_heads(xs: torch.Tensor, ys: torch.Tensor, n_out: int, fit: HeadFit,
     n_ep, n_shots, dim = xs.shape
     weight = torch.zeros(n_ep, dim, n_out, requires_grad=True)
     bias = torch.zeros(n_ep, 1, n_out, requires_grad=True)
-    optimiser = torch.optim.Adam([weight, bias], lr=fit.lr)
+    optimiser = adam([weight, bias], fit.lr)
     with torch.enable_grad():
         for _ in range(fit.steps):
             logits = torch.baddbmm(bias, xs, weight)
