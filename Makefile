@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup repro test tiny quick ui lint clean fashion-mnist
+.PHONY: setup repro test check bench reference server server-stop postgresql tiny quick ui lint clean fashion-mnist
 
 setup: $(VENV)/.installed fashion-mnist .dvc/config
 
@@ -31,8 +31,23 @@ fashion-mnist:
 repro: setup
 	$(BIN)/dvc repro
 
-test: setup
+test: setup postgresql
 	$(BIN)/python -m pytest
+
+# Validate the whole params.yaml (every section, type, range and unknown key), as the first stage does.
+check: setup
+	$(BIN)/python -m dualmem.validate
+
+# reports/bench.md: training throughput against a bare loop, wall time and peak memory of every stage of
+# the last `make repro` (and of `make reference`, when run), episodic-memory backends at 10^3..10^6 items.
+bench: setup
+	$(BIN)/python -m dualmem.bench
+
+# The reference profile (finetune, joint, dualmem; 10 + 5 seeds; MNIST) in a scratch copy under
+# .dualmem/reference; `make bench` reports its stage times.
+reference: setup
+	rm -rf .dualmem/reference
+	$(BIN)/python -m dualmem.tiny .dualmem/reference --profile reference
 
 # The whole DAG on the tiny profile (digits, 2 seeds) in a scratch copy; leaves this checkout alone.
 tiny: setup
@@ -41,6 +56,22 @@ tiny: setup
 # Every learner on MNIST, 3 seeds per stream, lighter Tests 2 and 5 (profiles/quick.yaml), in a scratch copy.
 quick: setup
 	$(BIN)/python -m dualmem.tiny --profile quick
+
+# A tracking server for workers on several machines: PostgreSQL (data in .dualmem/postgres) + MLflow
+# serving artifacts, on 127.0.0.1 (ports: DUALMEM_PG_PORT=5433, DUALMEM_SERVER_PORT=5001).
+server: setup postgresql
+	$(BIN)/python -m dualmem.server start
+
+# PostgreSQL from Debian (for `make server` and its test); skipped, with a note, where apt is not usable.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	    { apt-get install -y -qq postgresql >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq postgresql >/dev/null 2>&1; }; }; } || \
+	  echo "note: PostgreSQL not installed (apt-get install postgresql); the tracking-server test will skip"
+
+server-stop: setup
+	$(BIN)/python -m dualmem.server stop
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \

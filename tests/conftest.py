@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ import yaml
 from dualmem.data.sources import Dataset, load_digits_dataset
 from dualmem.data.splits import ProtocolParams, make_manifest
 from dualmem.data.stream import Stream
-from dualmem.tiny import project_root
+from dualmem.tiny import make_tiny_copy, project_root, run_tiny_pipeline, tool_env
 
 TINY_PARAMS = project_root() / "profiles" / "tiny.yaml"
 
@@ -45,6 +48,11 @@ def tiny_params() -> dict:
 
 
 @pytest.fixture(scope="session")
+def default_params() -> dict:
+    return yaml.safe_load((project_root() / "params.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
 def digits() -> Dataset:
     return load_digits_dataset()
 
@@ -72,3 +80,21 @@ def with_overrides(params: dict, **dotted: object) -> dict:
             node = node[part]
         node[parts[-1]] = value
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_baseline(tmp_path_factory) -> Path:
+    """The tiny profile's whole DAG, run once per session and committed; tests work on copies."""
+    repo = make_tiny_copy(tmp_path_factory.mktemp("tiny-baseline"))
+    result = run_tiny_pipeline(repo)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    env = {**tool_env(), "GIT_AUTHOR_NAME": "dualmem", "GIT_AUTHOR_EMAIL": "dualmem@localhost",
+           "GIT_COMMITTER_NAME": "dualmem", "GIT_COMMITTER_EMAIL": "dualmem@localhost"}
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "baseline run"]):
+        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+    return repo
+
+
+def copy_of(repo: Path, dest: Path) -> Path:
+    shutil.copytree(repo, dest, symlinks=True)
+    return dest

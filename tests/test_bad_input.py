@@ -130,3 +130,71 @@ def test_later_stage_without_inputs_says_which_stage_to_run(tmp_path, tiny_param
                        monkeypatch=monkeypatch, capsys=capsys)
     assert_one_line_error(result, "data/prepared", "dvc repro prepare")
     assert not (tmp_path / "models").exists()
+
+
+def leaves(params: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """(dotted key, a value of the wrong type) for every leaf of a params file."""
+    out = []
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out += leaves(value, f"{prefix}{key}__")
+        else:
+            out.append((f"{prefix}{key}", [1] if isinstance(value, str) else "oops"))
+    return out
+
+
+def test_every_leaf_of_params_yaml_fails_fast_in_the_first_stage(tmp_path, default_params, monkeypatch, capsys):
+    """The first stage (`prepare`) validates the whole file: each leaf of params.yaml, given a value of
+    the wrong type, stops it with exit 2 and one line naming that key — before any data is read."""
+    cases = leaves(default_params)
+    assert len(cases) > 140  # every section, every learner
+    for key, value in cases:
+        result = run_stage(tmp_path, with_overrides(default_params, **{key: value}), "prepare.py",
+                           monkeypatch=monkeypatch, capsys=capsys)
+        assert_one_line_error(result, f"'{key.replace('__', '.')}'")
+        assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(("key", "nearest"), [
+    ("learners__finetune__epoch", "learners.finetune.epochs"),
+    ("evaluate_recall__onlin", "evaluate_recall.online"),
+    ("bench__index__nprob", "bench.index.nprobe"),
+    ("evaluate_fewshot__head__stepz", "evaluate_fewshot.head.steps"),
+    ("evaluate_continual", "evaluate_recall"),  # a whole section nobody reads
+    ("learners__ewc2", "learners.ewc"),
+])
+def test_an_unknown_key_anywhere_fails_in_the_first_stage(tmp_path, default_params, key, nearest, monkeypatch,
+                                                          capsys):
+    result = run_stage(tmp_path, with_overrides(default_params, **{key: 3}), "prepare.py",
+                       monkeypatch=monkeypatch, capsys=capsys)
+    assert_one_line_error(result, f"'{key.replace('__', '.')}'", f"'{nearest}'")
+
+
+def test_make_check_validates_without_running_anything(tmp_path, default_params):
+    from dualmem.validate import main
+
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(default_params))
+    main(["--params", str(good)])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(with_overrides(default_params, evaluate_recall__sizes=[0])))
+    with pytest.raises(SystemExit) as exc:
+        main(["--params", str(bad)])
+    assert exc.value.code == 2
+
+
+def test_a_stage_started_by_another_python_runs_with_the_projects(tmp_path):
+    """`dvc` started from a shell whose `python` is not the project's: the stage re-executes itself under
+    .venv/bin/python. Positive control: with the re-exec disabled, the same command cannot even import."""
+    system_python = Path("/usr/bin/python3")
+    venv = project_root() / ".venv" / "bin" / "python"
+    if not system_python.exists() or not venv.exists():
+        pytest.skip("needs /usr/bin/python3 and the project's .venv")
+    cmd = [str(system_python), str(STAGES / "prepare.py"), "--params", "nope.yaml"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert_one_line_error(result, "nope.yaml")
+    control = subprocess.run(cmd, cwd=tmp_path, env={**env, "DUALMEM_STAGE_REEXEC": "1"}, capture_output=True,
+                             text=True, timeout=120)
+    if control.returncode == 0 or "No module named" not in control.stderr:
+        pytest.skip("/usr/bin/python3 can import the project by itself; the control proves nothing here")

@@ -79,3 +79,13 @@ def test_quick_profile_is_the_default_with_fewer_seeds_and_lighter_tests():
         assert node_q[leaf] == value, key
         node_q[leaf] = node_d[leaf]
     assert quick == default
+
+
+def test_reference_profile_is_the_default_with_three_learners():
+    """profiles/reference.yaml (`make reference`, timed by `make bench`) is params.yaml but for run.learners."""
+    root = Path(project_root())
+    default = yaml.safe_load((root / "params.yaml").read_text())
+    reference = yaml.safe_load((root / "profiles" / "reference.yaml").read_text())
+    assert reference["run"]["learners"] == ["finetune", "joint", "dualmem"]
+    reference["run"]["learners"] = default["run"]["learners"]
+    assert reference == default

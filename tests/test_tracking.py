@@ -77,3 +77,57 @@ def test_same_pipeline_key_reuses_the_parent(tmp_path, monkeypatch):
     db = sqlite3.connect(tmp_path / "mlflow.db")
     parents = db.execute("select count(*) from tags where key = ?", (tracking.PIPELINE_KEY_TAG,)).fetchone()[0]
     assert parents == 1
+
+
+def parent_status(db_path: Path) -> dict[str, tuple[str, object]]:
+    """pipeline key -> (status, end_time) of its parent run."""
+    db = sqlite3.connect(db_path)
+    rows = db.execute("select t.value, r.status, r.end_time from runs r join tags t on t.run_uuid = r.run_uuid "
+                      "where t.key = ?", (tracking.PIPELINE_KEY_TAG,)).fetchall()
+    return {key: (status, end) for key, status, end in rows}
+
+
+def spool_one(key: str, monkeypatch) -> None:
+    monkeypatch.setenv("DUALMEM_PIPELINE_KEY", key)
+    tracker = StageTracker("stage", {})
+    tracker.add(ChildRun(name=key, params={}))
+    tracker.flush()
+
+
+def test_a_finished_pipeline_ends_finished_and_a_running_one_stays_running(tmp_path, monkeypatch):
+    """The publisher ends its own pipeline and every pipeline whose dvc process is gone; a pipeline whose
+    dvc process is alive elsewhere (another queue worker) keeps RUNNING. Positive control: the live
+    process is this one, under a key shaped like a dvc pipeline's."""
+    import os
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    alive = f"dvc-{os.getpid()}-{tracking._proc_start_time(os.getpid())}"
+    gone = "dvc-999999999-1"
+    for key in (alive, gone, "mine"):
+        spool_one(key, monkeypatch)
+    monkeypatch.setenv("DUALMEM_PIPELINE_KEY", "mine")
+    assert tracking.publish_spool() == 3
+    status = parent_status(tmp_path / "mlflow.db")
+    assert status[alive] == ("RUNNING", None)
+    assert status[gone][0] == "FINISHED" and status[gone][1] is not None
+    assert status["mine"][0] == "FINISHED" and status["mine"][1] is not None
+
+
+def test_a_failed_stage_marks_its_pipeline_failed(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    spool_one("dvc-1-1", monkeypatch)  # an earlier stage of the same pipeline
+    tracking.fail_pipeline("sequential@finetune-continual", "RuntimeError: boom")
+    assert parent_status(tmp_path / "mlflow.db")["dvc-1-1"][0] == "FAILED"
+    db = sqlite3.connect(tmp_path / "mlflow.db")
+    tags = dict(db.execute("select key, value from tags where key like 'dualmem.fail%'").fetchall())
+    assert tags == {"dualmem.failed_stage": "sequential@finetune-continual", "dualmem.failure": "RuntimeError: boom"}
+    assert db.execute("select count(*) from runs where name = 'dvc-1-1'").fetchone()[0] == 1  # its child landed
+
+
+def test_outside_a_dvc_pipeline_a_failure_logs_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("DUALMEM_PIPELINE_KEY", "process-abc")
+    tracking.fail_pipeline("prepare", "bad params")
+    assert not (tmp_path / "mlflow.db").exists() and not list(tracking.spool_dir().glob("*/*.json"))

@@ -9,6 +9,7 @@ import argparse
 import difflib
 import sys
 
+from dualmem.bench import BenchConfig
 from dualmem.data.sources import DataParams
 from dualmem.data.splits import ProtocolParams, stream_seeds
 from dualmem.encoders import EncoderParams
@@ -43,6 +44,7 @@ def parse_every_section(params: dict) -> None:
     TransferParams.from_params(params)
     RecallParams.from_params(params)
     ReportSpec.from_params(params)
+    BenchConfig.from_params(params)
 
 
 def validate_params(params: dict) -> None:
