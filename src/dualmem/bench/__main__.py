@@ -66,7 +66,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: memory, throughput")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite bench.md from the last bench.json, measuring nothing")
     args = parser.parse_args(argv)
+    files = [REPORTS_DIR / "bench.json", REPORTS_DIR / "bench.md"]
+    if args.report_only:
+        files[1].write_text(bench_markdown(json.loads(files[0].read_text())))
+        return
     try:
         params = load_params(args.params)
         validate_params(params)
@@ -75,7 +81,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
-    files = [REPORTS_DIR / "bench.json", REPORTS_DIR / "bench.md"]
     files[0].write_text(json.dumps(results, indent=2))
     if results.get("memory"):
         files.append(plot_memory(results["memory"], REPORTS_DIR / "bench_memory.png"))

@@ -24,7 +24,7 @@ class StageRecord:
 
     @property
     def learner(self) -> str | None:
-        if "@" not in self.stage:
+        if "@" not in self.stage or self.kind == "train_encoder":
             return None
         item = self.stage.split("@", 1)[1]
         return item.rsplit("-", 1)[0] if self.kind in ("sequential", "consolidate") else item
