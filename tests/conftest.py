@@ -14,7 +14,7 @@ import yaml
 from dualmem.data.sources import Dataset, load_digits_dataset
 from dualmem.data.splits import ProtocolParams, make_manifest
 from dualmem.data.stream import Stream
-from dualmem.tiny import make_tiny_copy, project_root, run_tiny_pipeline, tool_env
+from dualmem.tiny import git_env, make_tiny_copy, project_root, run_tiny_pipeline
 
 TINY_PARAMS = project_root() / "profiles" / "tiny.yaml"
 
@@ -88,8 +88,7 @@ def tiny_baseline(tmp_path_factory) -> Path:
     repo = make_tiny_copy(tmp_path_factory.mktemp("tiny-baseline"))
     result = run_tiny_pipeline(repo)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    env = {**tool_env(), "GIT_AUTHOR_NAME": "dualmem", "GIT_AUTHOR_EMAIL": "dualmem@localhost",
-           "GIT_COMMITTER_NAME": "dualmem", "GIT_COMMITTER_EMAIL": "dualmem@localhost"}
+    env = git_env()
     for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "baseline run"]):
         subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
     return repo

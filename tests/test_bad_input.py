@@ -86,7 +86,7 @@ def test_an_unknown_key_names_the_nearest_valid_one(tmp_path, tiny_params, monke
 
 
 def bad_values(config: dict, prefix: str = "") -> list[tuple[str, object]]:
-    """(dotted key, a wrong-typed value) for every leaf of a learner's section."""
+    """(dotted key, a wrong-typed value) for every leaf of a params mapping (a learner's section, or all)."""
     out = []
     for key, value in config.items():
         if isinstance(value, dict):
@@ -132,26 +132,15 @@ def test_later_stage_without_inputs_says_which_stage_to_run(tmp_path, tiny_param
     assert not (tmp_path / "models").exists()
 
 
-def leaves(params: dict, prefix: str = "") -> list[tuple[str, object]]:
-    """(dotted key, a value of the wrong type) for every leaf of a params file."""
-    out = []
-    for key, value in params.items():
-        if isinstance(value, dict):
-            out += leaves(value, f"{prefix}{key}__")
-        else:
-            out.append((f"{prefix}{key}", [1] if isinstance(value, str) else "oops"))
-    return out
-
-
 def test_every_leaf_of_params_yaml_fails_fast_in_the_first_stage(tmp_path, default_params, monkeypatch, capsys):
     """The first stage (`prepare`) validates the whole file: each leaf of params.yaml, given a value of
     the wrong type, stops it with exit 2 and one line naming that key — before any data is read."""
-    cases = leaves(default_params)
+    cases = bad_values(default_params)
     assert len(cases) > 140  # every section, every learner
     for key, value in cases:
-        result = run_stage(tmp_path, with_overrides(default_params, **{key: value}), "prepare.py",
-                           monkeypatch=monkeypatch, capsys=capsys)
-        assert_one_line_error(result, f"'{key.replace('__', '.')}'")
+        result = run_stage(tmp_path, with_overrides(default_params, **{key.replace(".", "__"): value}),
+                           "prepare.py", monkeypatch=monkeypatch, capsys=capsys)
+        assert_one_line_error(result, f"'{key}'")
         assert not (tmp_path / "data").exists()
 
 

@@ -33,6 +33,12 @@ def tool_env(project: Path | None = None) -> dict[str, str]:
     return env
 
 
+def git_env() -> dict[str, str]:
+    """`tool_env()` with an author, so that commits in a scratch copy work on any machine."""
+    return {**tool_env(), "GIT_AUTHOR_NAME": "dualmem", "GIT_AUTHOR_EMAIL": "dualmem@localhost",
+            "GIT_COMMITTER_NAME": "dualmem", "GIT_COMMITTER_EMAIL": "dualmem@localhost"}
+
+
 def make_tiny_copy(dest: Path, profile: str = "tiny") -> Path:
     root = project_root()
     dest.mkdir(parents=True, exist_ok=True)
@@ -43,8 +49,7 @@ def make_tiny_copy(dest: Path, profile: str = "tiny") -> Path:
         else:
             shutil.copy2(src, dest / name)
     shutil.copy2(root / "profiles" / f"{profile}.yaml", dest / "params.yaml")
-    env = {**tool_env(), "GIT_AUTHOR_NAME": "dualmem", "GIT_AUTHOR_EMAIL": "dualmem@localhost",
-           "GIT_COMMITTER_NAME": "dualmem", "GIT_COMMITTER_EMAIL": "dualmem@localhost"}
+    env = git_env()
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
                 ["git", "add", "-A"],
                 ["git", "commit", "-qm", "tiny profile"]):

@@ -21,7 +21,7 @@ from dualmem.knn_index import IndexConfig
 from dualmem.params import load_params
 from dualmem.paths import REPORTS_DIR, repo_root
 from dualmem.runner import learner_names, prepared_dataset
-from dualmem.tracking import StageTracker, publish_spool
+from dualmem.tracking import ChildRun, StageTracker, publish_spool
 from dualmem.validate import validate_params
 
 REFERENCE_DIR = Path(".dualmem") / "reference"  # where `make reference` runs the reference profile
@@ -35,8 +35,7 @@ def measure(params: dict, skip: set[str]) -> dict:
         out["throughput"] = [r.as_dict() for r in throughput_bench(params, learner_names(params), cfg.throughput_tasks)]
     if "memory" not in skip:
         recall = RecallParams.from_params(params)
-        index = IndexConfig(nlist=cfg.index.nlist, nprobe=cfg.index.nprobe, pq_bytes=cfg.index.pq_bytes,
-                            train_min=cfg.index.train_min)
+        index = IndexConfig(**asdict(cfg.index))
         rows = memory_bench(EncoderParams.from_params(params).hidden, 784, cfg.memory_sizes, cfg.backends, index,
                             cfg.probes, recall.noise_std, recall.dropout)
         out["memory"] = [r.as_dict() for r in rows]
@@ -56,8 +55,8 @@ def log_to_mlflow(params: dict, results: dict, files: list[Path]) -> None:
         metrics = {k: v for k, v in row.items() if k not in ("backend", "n") and v is not None}
         tracker.add_run("bench/memory", row["backend"], 0, {"bench": params["bench"], "n": row["n"]}, metrics,
                         n=str(row["n"]))
-    if tracker.children:
-        tracker.children[-1].artifacts = files
+    tracker.add(ChildRun(name="bench/report", params={"bench": params["bench"]}, tags={"test": "bench"},
+                         artifacts=files))
     tracker.flush()
     publish_spool()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -115,8 +115,7 @@ def timed_each(call: Callable[[np.ndarray], object], inputs: list[np.ndarray]) -
 
 def bench_backend(backend: str, keys: np.ndarray, n: int, probe_ids: np.ndarray, probe_keys: np.ndarray,
                   cfg: IndexConfig) -> MemoryBenchRow:
-    index_cfg = IndexConfig(**{**asdict(cfg), "backend": backend,
-                               "nlist": min(cfg.nlist, max(1, n // 39))})  # FAISS wants >= 39 keys per list
+    index_cfg = replace(cfg, backend=backend, nlist=min(cfg.nlist, max(1, n // 39)))  # FAISS: >= 39 keys per list
     index = make_index(keys.shape[1], index_cfg)
     start = time.perf_counter()
     for lo in range(0, n, CHUNK):

@@ -28,6 +28,11 @@ def table(header: list[str], rows: list[list[object]]) -> list[str]:
             *("| " + " | ".join(cell(v) for v in row) + " |" for row in rows)]
 
 
+def kind_table(records: list[StageRecord]) -> list[str]:
+    rows = [[kind, n, seconds, peak] for kind, (n, seconds, peak) in by_kind(records).items()]
+    return [*table(["stage kind", "stages", "total s", "largest peak MiB"], rows), ""]
+
+
 def pipeline_section(records: list[StageRecord], reference: list[StageRecord]) -> list[str]:
     if not records:
         return ["No stage records yet: run `make repro` (each stage writes `.dualmem/stages/<stage>.json`).", ""]
@@ -37,8 +42,7 @@ def pipeline_section(records: list[StageRecord], reference: list[StageRecord]) -
              f"(stage commands only; DVC's own bookkeeping between stages not included); largest peak "
              f"memory {peak.peak_rss_mb:,.0f} MiB (`{peak.stage}`). Stages that did not rerun keep their "
              "record from the run that last ran them.", ""]
-    lines += table(["stage kind", "stages", "total s", "largest peak MiB"],
-                   [[k, n, s, m] for k, (n, s, m) in by_kind(records).items()]) + [""]
+    lines += kind_table(records)
     lines += table(["learner", "stage time s (sequential, consolidate, evaluate)"],
                    [[k, v] for k, v in by_learner(records).items()]) + [""]
     lines += ["### Reference profile (finetune, joint, dualmem; 10 + 5 seeds; MNIST; Tests 1–5)", ""]
@@ -50,8 +54,7 @@ def pipeline_section(records: list[StageRecord], reference: list[StageRecord]) -
         lines += [f"Measured by `make reference` (profiles/reference.yaml in a scratch copy): **{ref_total / 60:.1f} "
                   f"min** of stage time over {len(reference)} stages — {verdict} the 8-minute target; largest "
                   f"stage peak {ref_peak:,.0f} MiB — {mem} the 1 GB target.", ""]
-        lines += table(["stage kind", "stages", "total s", "largest peak MiB"],
-                       [[k, n, s, m] for k, (n, s, m) in by_kind(reference).items()]) + [""]
+        lines += kind_table(reference)
     else:
         subset = [r for r in records if r.learner in (None, *REFERENCE_LEARNERS)]
         lines += [f"Not measured yet (`make reference`). Estimate from the default run's stages of those "
