@@ -34,7 +34,9 @@ SMALL_LEARNERS = {
     "joint": {"epochs": 1, "lr": 0.001, "batch_size": 32, "warm_start": True},
     "dualmem": {
         "batch_size": 32,
-        "episodic": {"k": 3, "temperature": 0.05},
+        "encoder": {"mode": "frozen"},  # a float32 feature memory on the given encoder (the modes that
+        "episodic": {"k": 3, "temperature": 0.05, "key": "features", "storage": "float32"},  # train it:
+        # tests/test_dualmem.py)
         "semantic": {"hidden": 0, "input_scale": 16.0, "steps": 5, "batch_size": 16, "lr": 0.001,
                      "distill_weight": 1.0, "distill_temperature": 2.0},
         "readout": {"threshold_quantile": 0.05, "sharpness": 200.0},

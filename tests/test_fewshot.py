@@ -23,6 +23,10 @@ from dualmem.params import Section
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+# these tests read learners through an identity encoder (features = pixels): the dual memory keeps it
+# frozen and keys on the features alone, so "perfect features" reach its readouts unchanged
+TINY["learners"]["dualmem"]["encoder"]["mode"] = "frozen"
+TINY["learners"]["dualmem"]["episodic"]["key"] = "features"
 DIM = 20
 
 

@@ -89,3 +89,40 @@ def test_reference_profile_is_the_default_with_three_learners():
     assert reference["run"]["learners"] == ["finetune", "joint", "dualmem"]
     reference["run"]["learners"] = default["run"]["learners"]
     assert reference == default
+
+
+def ablation() -> TestResults:
+    rows = [Row("encoder", "final_accuracy", "T1 final accuracy"), Row("memory", "final_accuracy", "T1 final accuracy"),
+            Row("memory", "items", "Stored items", False), Row("memory", "memory_bytes", "Memory bytes", False)]
+    result = TestResults("ablation", "variants", rows, extra={
+        "encoder_variants": ["encoder=consolidated", "encoder=random"],
+        "size_variants": ["items=200", "items=500", "items=unbounded"]})
+    values = {"encoder=consolidated": 0.95, "encoder=random": 0.90, "items=200": 0.85, "items=500": 0.90,
+              "items=unbounded": 0.97}
+    sizes = {"items=200": 200, "items=500": 500, "items=unbounded": 50_000}
+    for seed in (0, 1):
+        for variant, acc in values.items():
+            result.add("final_accuracy", variant, seed, acc + seed / 100)
+        for variant, items in sizes.items():
+            result.add("items", variant, seed, items)
+            result.add("memory_bytes", variant, seed, 1_000 + 792 * items)
+    return result
+
+
+def test_the_ablation_tables_show_every_variant_the_main_run_and_clser_at_equal_items():
+    text = markdown([results()], SPEC, ablation())
+    assert "| Metric | encoder=consolidated | encoder=random |" in text
+    assert "| Metric | items=200 | items=500 | items=unbounded | main run |" in text
+    assert "| T1 final accuracy | 0.955 ± 0.064 | 0.905 ± 0.064 |" in text  # mean ± t CI over 2 seeds
+    assert "| Stored items | 200 | 500 | 50,000 | 0 |" in text
+    assert "| 0.895 | 0.920 | – | – |" in text  # CLS-ER's published 200 / 500 items; none for 50,000 or 0
+    assert "variants" not in markdown([results()], SPEC)  # no ablation stage, no section
+
+
+def test_the_memory_plot_table_adds_the_dual_memory_at_each_size():
+    from dualmem.plot_data import plot_tables
+
+    header, rows = plot_tables([results()], ablation())["memory"]
+    assert header == ["learner", "memory_bytes", "final_accuracy"]
+    assert ["dualmem[items=500]", 1_000 + 792 * 500, 0.905] in rows
+    assert [r[0] for r in rows][:5] == ["finetune", "joint", "er", "big", "dualmem"]

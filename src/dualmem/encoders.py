@@ -9,11 +9,13 @@ Either way, no encoder parameter is ever fit on a class the stream has not revea
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from dualmem.data.stream import Stream
@@ -71,6 +73,25 @@ class Encoder(nn.Module):
             torch.empty(0, self.out_dim)
         self.train(was_training)
         return out
+
+
+def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 12.0, scale: float = 0.1,
+                  shift: float = 0.09) -> torch.Tensor:
+    """Square images (flat rows) under a random rotation (+-degrees), zoom (1 +- scale) and shift
+    (+- shift of the side) each — the augmentation of encoder training. It is not Test 5's cue
+    corruption (pixel noise and dropout), so training on it does not teach to that test."""
+    n, n_pixels = x.shape
+    side = math.isqrt(n_pixels)
+    if side * side != n_pixels:
+        raise ValueError(f"random_affine needs square images, got {n_pixels} pixels")
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
+    zoom = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale
+    move = (torch.rand(n, 2, generator=generator) * 2 - 1) * 2 * shift
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, move[:, 0]], 1), torch.stack([sin, cos, move[:, 1]], 1)], 1)
+    images = x.view(n, 1, side, side)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros").view(n, n_pixels)
 
 
 def new_encoder(n_in: int, hidden: list[int], *seed_parts: object) -> Encoder:

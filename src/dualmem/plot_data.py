@@ -67,24 +67,43 @@ def recall_tables(results: TestResults) -> dict[str, Table]:
     }
 
 
-def memory_tables(continual: TestResults) -> dict[str, Table]:
-    """plots/memory.csv: each learner's memory bytes after the continual stream and its final accuracy."""
+def memory_tables(continual: TestResults, ablation: TestResults | None = None) -> dict[str, Table]:
+    """plots/memory.csv: each learner's memory bytes after the continual stream and its final accuracy,
+    and the dual memory at each fixed memory size of the ablation (`dualmem[items=N]`)."""
     if "final_accuracy" not in continual.values:
         return {}
     rows = [[name, memory_bytes(continual.memory.get(name)),
              round(summarize(list(by_seed.values())).mean, 6)]
             for name, by_seed in continual.values["final_accuracy"].items()]
+    rows += [[f"dualmem[{label}]", round(mean(ablation.values["memory_bytes"][label])),
+              round(mean(ablation.values["final_accuracy"][label]), 6)] for label in size_variants(ablation)]
     return {"memory": (["learner", "memory_bytes", "final_accuracy"], rows)}
+
+
+def size_variants(ablation: TestResults | None) -> list[str]:
+    """The ablation's memory-size variants that have Test 1 values (none without an ablation)."""
+    if ablation is None:
+        return []
+    return [label for label in ablation.extra.get("size_variants", [])
+            if label in ablation.values.get("final_accuracy", {})]
+
+
+def mean(by_seed: dict[str, float]) -> float:
+    return float(np.mean(list(by_seed.values())))
 
 
 TABLES = {"continual": continual_tables, "fewshot": fewshot_tables, "novelty": novelty_tables,
           "transfer": transfer_tables, "recall": recall_tables}
 
 
-def plot_tables(results: list[TestResults]) -> dict[str, Table]:
-    """Every plot table of the merged results."""
+def plot_tables(results: list[TestResults], ablation: TestResults | None = None) -> dict[str, Table]:
+    """Every plot table of the merged results (the dual memory's memory sizes join plots/memory.csv)."""
     tables: dict[str, Table] = {}
     for result in results:
         if result.test in TABLES:
             tables |= TABLES[result.test](result)
+    if ablation is not None:
+        continual = next((r for r in results if r.test == "continual"), None)
+        if continual is not None:
+            tables |= memory_tables(continual, ablation)
     return tables

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dualmem.metrics import average_accuracy_curve  # noqa: E402
+from dualmem.plot_data import size_variants  # noqa: E402
 from dualmem.plots_openworld import PLOTTERS as OPENWORLD_PLOTTERS  # noqa: E402
 from dualmem.results import TestResults, memory_bytes  # noqa: E402
 from dualmem.stats import summarize  # noqa: E402
@@ -23,7 +24,7 @@ def _runs_by_learner(results: TestResults) -> dict[str, list[np.ndarray]]:
     return out
 
 
-def plot_continual(results: TestResults, directory: Path) -> list[Path]:
+def plot_continual(results: TestResults, directory: Path, ablation: TestResults | None = None) -> list[Path]:
     by_learner = _runs_by_learner(results)
     if not by_learner:
         return []
@@ -66,14 +67,26 @@ def plot_continual(results: TestResults, directory: Path) -> list[Path]:
     fig.tight_layout()
     fig.savefig(curves, dpi=120)
     plt.close(fig)
-    return [heatmaps, curves, plot_memory(results, directory)]
+    return [heatmaps, curves, plot_memory(results, directory, ablation)]
 
 
-def plot_memory(results: TestResults, directory: Path) -> Path:
+def plot_memory(results: TestResults, directory: Path, ablation: TestResults | None = None) -> Path:
     """Final accuracy against memory bytes (parameters + stored items), one point per learner with its
-    95% CI over seeds; `dvc exp run --queue -S memory.budget_bytes=...` sweeps the budget."""
+    95% CI over seeds, and the dual memory at each fixed memory size of the ablation (a line);
+    `dvc exp run --queue -S memory.budget_bytes=...` sweeps the budget."""
     path = directory / "continual_accuracy_vs_memory.png"
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    sizes = size_variants(ablation)
+    if ablation is not None and sizes:
+        points = sorted((np.mean(list(ablation.values["memory_bytes"][v].values())) / 1e6,
+                         summarize(list(ablation.values["final_accuracy"][v].values())), v) for v in sizes)
+        ax.errorbar([p[0] for p in points], [p[1].mean for p in points],
+                    yerr=[np.nan_to_num(p[1].ci95) for p in points], fmt="s--", color="tab:red", capsize=3,
+                    label="dualmem at fixed memory sizes (ablation seeds)")
+        for x, s, label in points:
+            ax.annotate(label.removeprefix("items="), (x, s.mean), textcoords="offset points", xytext=(4, -10),
+                        fontsize=7, color="tab:red")
+        ax.legend(fontsize=7, loc="lower right")
     for learner, by_seed in results.values.get("final_accuracy", {}).items():
         total = memory_bytes(results.memory.get(learner))
         if total is None:
@@ -95,11 +108,12 @@ def plot_memory(results: TestResults, directory: Path) -> Path:
 PLOTTERS = {"continual": plot_continual, **OPENWORLD_PLOTTERS}
 
 
-def plot_all(results: list[TestResults], directory: Path) -> list[Path]:
+def plot_all(results: list[TestResults], directory: Path, ablation: TestResults | None = None) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for result in results:
-        plotter = PLOTTERS.get(result.test)
-        if plotter:
+        if result.test == "continual":
+            written += plot_continual(result, directory, ablation)
+        elif plotter := PLOTTERS.get(result.test):
             written += plotter(result, directory)
     return written

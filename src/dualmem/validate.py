@@ -14,6 +14,7 @@ from dualmem.data.sources import DataParams
 from dualmem.data.splits import ProtocolParams, stream_seeds
 from dualmem.encoders import EncoderParams
 from dualmem.errors import ParamsError, UserError
+from dualmem.evals.ablation import AblationParams
 from dualmem.evals.fewshot import FewshotParams
 from dualmem.evals.novelty import NoveltyParams
 from dualmem.evals.recall_protocol import RecallParams
@@ -43,6 +44,7 @@ def parse_every_section(params: dict) -> None:
     NoveltyParams.from_params(params)
     TransferParams.from_params(params)
     RecallParams.from_params(params)
+    AblationParams.from_params(params)
     ReportSpec.from_params(params)
     BenchConfig.from_params(params)
 

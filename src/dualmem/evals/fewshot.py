@@ -9,7 +9,7 @@ then reveals U's shots; every episode starts again from the post-stream state.
 - Generalised: U's shots (k = generalised.shots) are added and queries from K's and U's test splits
   are classified among K ∪ U (`generalised_scores`): by default the learner's own K scores stay fixed
   and new rows for U are fit against them; memory-based learners write the shots into a copy of their
-  memory. Accuracy is reported on K and on U queries separately.
+  memory. Accuracy is reported on K and on U queries separately, and their harmonic mean H (per seed).
 """
 
 from __future__ import annotations
@@ -153,6 +153,11 @@ def ci95(values: np.ndarray) -> float:
     return float(1.96 * values.std(ddof=1) / np.sqrt(len(values)))
 
 
+def harmonic_mean(a: float, b: float) -> float:
+    """H of the accuracies on K and on U (generalised few-shot's summary; 0 when either is 0)."""
+    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
+
+
 def evaluate_learner(learner: Learner, stream: Stream, cfg: FewshotParams, progress: bool = False
                      ) -> tuple[dict[str, float], dict[str, float]]:
     """Per-seed metrics (means over episodes) and their 95% CIs over episodes, for one learner."""
@@ -183,6 +188,7 @@ def evaluate_learner(learner: Learner, stream: Stream, cfg: FewshotParams, progr
         acc = np.array([(p == ep.query_y)[(ep.query_y >= len(known)) == is_novel].mean()
                         for p, ep in zip(preds, eps, strict=True)])
         metrics[key], cis[key] = float(acc.mean()), ci95(acc)
+    metrics["gen_h"] = harmonic_mean(metrics["gen_acc_known"], metrics["gen_acc_novel"])  # per seed, no CI
     check_unrevealed(learner, novel)  # the loaded learner itself was never changed
     return metrics, cis
 
@@ -192,12 +198,17 @@ def new_results(cfg: FewshotParams) -> TestResults:
     rows = [Row(test, f"acc_k{k}", f"Accuracy k={k}", reference=REFERENCE.get(k, {}))
             for k in cfg.shots]
     gen = f"2 Few-shot generalised (K ∪ U, k={cfg.gen_shots})"
-    rows += [Row(gen, "gen_acc_known", "Accuracy on K"), Row(gen, "gen_acc_novel", "Accuracy on U")]
+    rows += [Row(gen, "gen_acc_known", "Accuracy on K"), Row(gen, "gen_acc_novel", "Accuracy on U"),
+             Row(gen, "gen_h", "Harmonic mean H of K and U")]
     protocol = (f"{cfg.ways}-way k-shot episodes over the held-out classes U ({cfg.episodes} per "
                 f"seed and k, {cfg.queries} test queries per class); each learner's own few-shot rule: "
                 f"head-based learners fit a new linear head on frozen features ({cfg.head_steps} Adam "
-                f"steps), memory-based ones write the shots to a fresh memory; generalised: K ∪ U after "
-                f"{cfg.gen_shots} shot(s) of U, {cfg.gen_episodes} episodes")
+                f"steps), memory-based ones read the shots (dualmem: nearest prototype; knn_pixels: kNN with "
+                f"k <= shots per class); generalised: K ∪ U after {cfg.gen_shots} shot(s) of U, "
+                f"{cfg.gen_episodes} episodes, H = harmonic mean of the accuracies on K and U; head-based "
+                f"learners fit new rows for U beside K's own rows (with kept items of K as negatives where "
+                f"they keep any), memory-based ones one prototype per class or the shots added to their "
+                f"memory")
     return TestResults(test="fewshot", protocol=protocol, rows=rows,
                        extra={"params": cfg.as_dict(), "ci95_over_episodes": {}})
 
@@ -220,7 +231,8 @@ def run_fewshot(params: dict, name: str, cfg: FewshotParams, progress: bool = Fa
         metrics, cis = evaluate_learner(learner, stream, cfg, progress)
         for metric, value in metrics.items():
             results.add(metric, name, seed, value)
-            results.extra["ci95_over_episodes"].setdefault(metric, {}).setdefault(name, {})[str(seed)] = cis[metric]
+        for metric, ci in cis.items():
+            results.extra["ci95_over_episodes"].setdefault(metric, {}).setdefault(name, {})[str(seed)] = ci
         results.memory.setdefault(name, memory)
         runs.append(FewshotRun(name, seed, metrics, memory))
     return results, runs

@@ -46,14 +46,16 @@ def prefix_knn_predictions(memory: EpisodicMemory, queries: torch.Tensor, sizes:
 
 
 def knn_recall(features: Callable[[torch.Tensor], torch.Tensor], rs: RecallStream, cfg: RecallParams,
-               budget: int | None = None, temperature: float = 0.05, progress: bool = False) -> RecallOutcome:
-    """Recall from a fresh episodic memory of `features` holding at most `budget` items (None = all)."""
+               budget: int | None = None, temperature: float = 0.05, progress: bool = False,
+               storage: str = "float32") -> RecallOutcome:
+    """Recall from a fresh episodic memory of `features` holding at most `budget` items (None = all),
+    its keys kept in `storage`."""
     keys = features(rs.cues)
     queries = features(rs.queries)
     recall, correct = {}, np.zeros(0, dtype=bool)
 
     def fresh(n: int) -> EpisodicMemory:
-        memory = EpisodicMemory(keys.shape[1], cfg.n_targets, cfg.k, temperature, budget)
+        memory = EpisodicMemory(keys.shape[1], cfg.n_targets, cfg.k, temperature, budget, storage)
         memory.write(keys[:n], rs.targets[:n])  # every item written once, in stream order
         return memory
 

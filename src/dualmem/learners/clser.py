@@ -113,6 +113,9 @@ class CLSERLearner(HeadLearner):
     def logits_from_features(self, feats: torch.Tensor) -> torch.Tensor:
         return self.stable[1](feats)
 
+    def output_layer(self) -> nn.Linear:
+        return self.stable[1]
+
     def recall(self, stream: RecallStream, cfg: RecallParams, progress: bool = False) -> RecallOutcome:
         """A copy of the stable model's encoder with a new head, trained online in one pass."""
         return online_recall(self.stable[0], stream, cfg, progress)
@@ -131,6 +134,9 @@ class CLSERLearner(HeadLearner):
         self.stable.load_state_dict(state["stable"])
         self.buffer.load_state_dict(state["buffer"])
         self.global_step = int(state["global_step"])
+
+    def kept_items(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.buffer.ids, self.buffer.labels
 
     def memory_cost(self) -> dict[str, int]:
         """Working, plastic and stable models, and the buffer."""

@@ -1,45 +1,88 @@
 """`dualmem`: the dual-memory learner (complementary learning systems).
 
-- Wake (`observe`): every item is written once to the fast episodic memory as the L2-normalised
-  feature of the frozen encoder — no gradient step. The memory holds as many items as the memory
-  budget buys at float32 keys (class-balanced FIFO eviction beyond that).
-- Sleep (`sleep`, called by the consolidate stage after each task): the slow semantic memory is
-  trained by class-balanced replay from the episodic memory with distillation toward its old self.
+- Wake (`observe`): every item is written once to the fast episodic memory — no gradient step. With
+  `episodic.storage: raw` the memory keeps the item itself (its uint8 image and label, 792 B on MNIST)
+  and its key is recomputed from the image whenever the encoder changes; with float32/float16/int8 it
+  keeps only the key at that precision. The memory holds as many items as the budget buys
+  (`episodic.budget_items`, or `memory.budget_bytes` / bytes per item), with class-balanced FIFO eviction.
+- Key (`episodic.key`): `features` = the encoder's output, L2-normalised; `input_and_features` = the
+  normalised input beside the normalised features (a conjunctive code binding the sensory detail of an
+  episode to its gist, so one item stays distinguishable from its class-mates).
+- Sleep (`sleep`, called by the consolidate stage after each task): the slow system — the semantic
+  memory, a cosine classifier on the encoder's features, and with `encoder.mode: consolidated` the
+  encoder itself — is trained by interleaved, class-balanced replay of the stored items of every class
+  revealed so far, with distillation toward the slow system before this sleep (class probabilities
+  of the classes it knew and, for the encoder, its features). Then every episodic key is re-encoded.
+  `encoder.mode: frozen` keeps the stream's encoder (`encoder.mode` of params) as it is.
 - Readout: a gate on familiarity (mean similarity of the k nearest stored items) trusts the episodic
   answer where the query is familiar and the semantic one elsewhere:
-  p = g * p_episodic + (1 - g) * p_semantic,  g = sigmoid(sharpness * (familiarity - threshold)).
-  The threshold is calibrated at each sleep: the `threshold_quantile` of the leave-one-out
-  familiarity of stored items, so "familiar" means "as close as stored items are to each other".
-- Capabilities it overrides: few-shot (shots written to a fresh episodic memory; generalised: to a
-  copy of its memory), novelty (cosine distance to the `novelty_k`-th nearest stored item) and recall
-  (a fresh episodic memory within the budget).
+  p = g * p_episodic + (1 - g) * p_semantic,  g = sigmoid(sharpness * (familiarity - threshold)),
+  the threshold being the `threshold_quantile` of stored items' leave-one-out familiarity.
+- Capabilities it overrides: few-shot (nearest prototype of the shots, or kNN with k <= shots per class),
+  generalised K ∪ U (one prototype per class: K's from its stored items, U's from the shots, K's scores
+  calibrated on stored items to what a prototype of that many shots would score), novelty
+  (cosine distance to the `novelty_k`-th nearest stored item) and recall (a fresh episodic memory).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import math
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from dualmem.data.stream import Task
+from dualmem.encoders import random_affine
+from dualmem.errors import ParamsError
 from dualmem.evals.recall_memory import knn_recall
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.base import LABEL_BYTES, Learner, LearnerContext, parameter_cost
-from dualmem.learners.common.readouts import Episodes, HeadFit, added_shots_scores, fresh_memory_scores
-from dualmem.memory.episodic import EpisodicMemory
-from dualmem.memory.semantic import ConsolidationParams, SemanticMemory
+from dualmem.learners.common.readouts import (
+    Episodes,
+    HeadFit,
+    added_shots_scores,
+    fresh_memory_scores,
+    prototype_scores,
+    prototypes_with_known,
+    shot_calibration,
+)
+from dualmem.memory.episodic import KEY_STORAGE, EpisodicMemory, stored_key_bytes
+from dualmem.memory.semantic import SemanticMemory
+from dualmem.optim import adam
 from dualmem.params import param
 from dualmem.seeding import derive_seed, seeded_generator
 
 CALIBRATION_PROBES = 2000
+SSL_PROJECTION = 128  # SimCLR (Chen et al. 2020): projection width and NT-Xent temperature
+SSL_TEMPERATURE = 0.2
+
+
+def contrastive_loss(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent: each item's other view is its positive, every other item of both views a negative."""
+    z = F.normalize(torch.cat([a, b]), dim=1)
+    sims = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
+    n = len(a)
+    return F.cross_entropy(sims, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]))
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    mode: str = param(choices=("consolidated", "ssl", "frozen"))  # trained in every sleep: supervised | SimCLR
+    augment: bool = param(True)  # random affine views of replayed images while the encoder trains
+    feature_distill: float = param(1.0, minimum=0.0)  # weight of (1 - cos) to the pre-sleep features
 
 
 @dataclass(frozen=True)
 class EpisodicConfig:
     k: int = param(minimum=1)
     temperature: float = param(minimum=1e-6)  # softmax temperature over the k cosine similarities
+    key: str = param("features", choices=("features", "input_and_features"))
+    storage: str = param("raw", choices=("raw", *KEY_STORAGE))  # raw: the uint8 image; else the key
+    budget_items: int | None = param(None, minimum=1)  # None: as many as memory.budget_bytes buys
 
 
 @dataclass(frozen=True)
@@ -57,13 +100,15 @@ class SemanticConfig:
 class ReadoutConfig:
     threshold_quantile: float = param(minimum=0.0, maximum=1.0)
     sharpness: float = param(minimum=0.0)
-    generalised: str = param("episodic", choices=("episodic", "full"))  # K ∪ U rule: episodic kNN or gated
+    fewshot: str = param("prototype", choices=("prototype", "knn"))  # new classes from shots
+    generalised: str = param("prototype", choices=("prototype", "episodic", "full"))  # K ∪ U rule
     novelty_k: int = param(10, minimum=1)  # novelty = 1 - cosine similarity of the k-th nearest item
 
 
 @dataclass(frozen=True)
 class DualMemoryConfig:
     batch_size: int = param(minimum=1)  # write batch; every item is written exactly once
+    encoder: EncoderConfig = param()
     episodic: EpisodicConfig = param()
     semantic: SemanticConfig = param()
     readout: ReadoutConfig = param()
@@ -76,37 +121,151 @@ class DualMemoryLearner(Learner):
 
     def __init__(self, cfg: DualMemoryConfig, ctx: LearnerContext) -> None:
         super().__init__(cfg, ctx)
-        self.encoder = ctx.encoder.eval()
+        if cfg.encoder.mode != "frozen" and cfg.episodic.storage != "raw":
+            raise ParamsError("learners.dualmem.episodic.storage", f"is {cfg.episodic.storage!r}, but "
+                              f"encoder.mode {cfg.encoder.mode} trains on the stored images",
+                              "use raw, or learners.dualmem.encoder.mode: frozen")
+        n_pixels = ctx.train_x.shape[1]
+        if cfg.encoder.mode != "frozen" and cfg.encoder.augment and math.isqrt(n_pixels) ** 2 != n_pixels:
+            raise ParamsError("learners.dualmem.encoder.augment", f"needs square images, and an input has "
+                              f"{n_pixels} values", "set it to false for inputs that are not square images")
+        self.encoder = copy.deepcopy(ctx.encoder).eval()
         epi, sem = cfg.episodic, cfg.semantic
-        self.episodic = EpisodicMemory(self.encoder.out_dim, ctx.n_classes, k=epi.k, temperature=epi.temperature,
-                                       budget=ctx.item_capacity(self.feature_item_bytes(), self.name))
+        self.episodic = EpisodicMemory(self.key_dim, ctx.n_classes, k=epi.k, temperature=epi.temperature,
+                                       budget=self.capacity(), storage=self.key_storage)
         torch.manual_seed(derive_seed("dualmem-semantic", ctx.seed))
         self.semantic = SemanticMemory(self.encoder.out_dim, ctx.n_classes, sem.hidden, sem.input_scale)
-        self.consolidation = ConsolidationParams(steps=sem.steps, batch_size=sem.batch_size, lr=sem.lr,
-                                                 distill_weight=sem.distill_weight,
-                                                 distill_temperature=sem.distill_temperature)
         self.semantic.register_buffer("threshold", torch.tensor(1.0))
+        self.encoder_trained = False  # wake states carry no encoder until a sleep has trained it
+        width = self.encoder.out_dim  # SimCLR's projection head, used by the ssl objective only
+        self.projection = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.ReLU(),
+                                              torch.nn.Linear(width, SSL_PROJECTION))
+
+    # -- what is stored -----------------------------------------------------------------------
+    @property
+    def key_dim(self) -> int:
+        extra = self.ctx.train_x.shape[1] if self.cfg.episodic.key == "input_and_features" else 0
+        return extra + self.encoder.out_dim
+
+    @property
+    def key_storage(self) -> str:
+        return "float32" if self.cfg.episodic.storage == "raw" else self.cfg.episodic.storage
 
     def feature_item_bytes(self) -> int:
-        return 4 * self.encoder.out_dim + LABEL_BYTES
+        """Bytes of one stored item: the raw image and label, or the key at its precision and label."""
+        if self.cfg.episodic.storage == "raw":
+            return self.ctx.raw_item_bytes
+        return stored_key_bytes(self.key_dim, self.cfg.episodic.storage) + LABEL_BYTES
+
+    def capacity(self) -> int | None:
+        if self.cfg.episodic.budget_items is not None:
+            return self.cfg.episodic.budget_items
+        return self.ctx.item_capacity(self.feature_item_bytes(), self.name)
+
+    @torch.no_grad()
+    def key(self, x: torch.Tensor) -> torch.Tensor:
+        """The episodic key of inputs x (unit norm): normalised features, or [input, features] / sqrt 2."""
+        feats = F.normalize(self.encoder.encode(x), dim=1)
+        if self.cfg.episodic.key == "features":
+            return feats
+        return torch.cat([F.normalize(x, dim=1), feats], dim=1) / math.sqrt(2.0)
+
+    def semantic_input(self, keys: torch.Tensor) -> torch.Tensor:
+        """The encoder-feature part of keys (the semantic memory's input)."""
+        return keys[:, -self.encoder.out_dim :]
 
     # -- wake and sleep -----------------------------------------------------------------------
     def observe(self, x: torch.Tensor, y: torch.Tensor, ids: np.ndarray) -> None:
-        self.episodic.write(self.encoder.encode(x), y, ids)
+        self.episodic.write(self.key(x), y, ids)
 
     def write(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One-shot write of items outside the stream."""
         self.visible_classes |= set(torch.unique(y).tolist())
-        self.episodic.write(self.encoder.encode(x), y)
+        self.episodic.write(self.key(x), y)
 
     def sleep(self, task: Task) -> None:
         generator = seeded_generator("dualmem-sleep", self.ctx.seed, task.stream, task.index)
-        self.semantic.consolidate(self.episodic, self.consolidation, generator)
+        self.consolidate(generator)
+        if self.trains_encoder:
+            self.episodic.rekey(self.key(self.stored_images()))
+            self.encoder_trained = True
         familiarity = self.episodic.self_familiarity(CALIBRATION_PROBES, generator)
         self.semantic.threshold.fill_(float(torch.quantile(familiarity, self.cfg.readout.threshold_quantile)))
 
+    @property
+    def trains_encoder(self) -> bool:
+        return self.cfg.encoder.mode != "frozen"
+
+    def stored_images(self) -> torch.Tensor:
+        return self.ctx.train_x[torch.from_numpy(self.episodic.ids)]
+
+    def consolidate(self, generator: torch.Generator) -> None:
+        """Interleaved class-balanced replay of every stored item into the slow system, distilled toward
+        the slow system before this sleep on the classes it already knew."""
+        if len(self.episodic) == 0:
+            return
+        teacher = (copy.deepcopy(self.encoder).eval(), copy.deepcopy(self.semantic).eval())
+        old = self.semantic.known.clone()
+        self.semantic.known |= torch.bincount(self.episodic.labels, minlength=self.ctx.n_classes) > 0
+        trainable = [*self.semantic.parameters()]
+        if self.trains_encoder:
+            trainable += [*self.encoder.parameters(), *self.projection.parameters()]
+        optimiser = adam(trainable, self.cfg.semantic.lr)
+        images = self.stored_images() if self.cfg.episodic.storage == "raw" else None
+        self.semantic.train()
+        self.encoder.train(self.trains_encoder)
+        for _ in range(self.cfg.semantic.steps):
+            rows = self.episodic.class_balanced_rows(self.cfg.semantic.batch_size, generator)
+            loss = self.replay_loss(rows, images, teacher, old, generator)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            self.samples_trained += len(rows)
+        self.semantic.eval()
+        self.encoder.eval()
+
+    def replay_loss(self, rows: torch.Tensor, images: torch.Tensor | None, teacher: tuple[torch.nn.Module, ...],
+                    old: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The sleep objective on one replayed batch: cross-entropy of the semantic memory over the
+        classes stored so far (through the encoder when `consolidated`), the self-supervised contrast of
+        two views when `ssl`, and distillation toward the pre-sleep slow system."""
+        labels = self.episodic.labels[rows]
+        mode = self.cfg.encoder.mode
+        if images is None:  # keys only: replay the stored features (the encoder cannot train)
+            feats = teacher_feats = self.semantic_input(self.episodic.keys[rows])
+        else:
+            x = images[rows]
+            if self.trains_encoder and self.cfg.encoder.augment:
+                x = random_affine(x, generator)
+            with torch.set_grad_enabled(self.trains_encoder):
+                feats = self.encoder(x)
+            with torch.no_grad():
+                teacher_feats = teacher[0](x) if self.trains_encoder else feats
+        classify = feats.detach() if mode == "ssl" else feats
+        loss = F.cross_entropy(self.semantic(classify).masked_fill(~self.semantic.known, float("-inf")), labels)
+        if mode == "ssl":
+            other = self.encoder(random_affine(images[rows], generator))
+            loss = loss + contrastive_loss(self.projection(feats), self.projection(other), SSL_TEMPERATURE)
+        if old.any():
+            loss = loss + self.distillation(classify, teacher[1](teacher_feats), old)
+            if self.trains_encoder and self.cfg.encoder.feature_distill > 0:
+                similarity = F.cosine_similarity(feats, teacher_feats, dim=1)
+                loss = loss + self.cfg.encoder.feature_distill * (1 - similarity).mean()
+        return loss
+
+    def distillation(self, feats: torch.Tensor, teacher_logits: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        sem = self.cfg.semantic
+        if sem.distill_weight == 0:
+            return torch.zeros(())
+        t = sem.distill_temperature
+        target = torch.softmax(teacher_logits.detach()[:, old] / t, dim=1)
+        student = torch.log_softmax(self.semantic(feats)[:, old] / t, dim=1)
+        return sem.distill_weight * t * t * F.kl_div(student, target, reduction="batchmean")
+
     def wake_state_after_sleep(self, wake: dict[str, Any], slept: dict[str, Any] | None) -> dict[str, Any]:
-        return wake if slept is None else {**wake, "semantic": slept["semantic"]}
+        if slept is None:
+            return wake
+        return {**wake, **{key: slept[key] for key in ("semantic", "encoder", "projection") if key in slept}}
 
     # -- readout ------------------------------------------------------------------------------
     def gate(self, familiarity: torch.Tensor) -> torch.Tensor:
@@ -117,11 +276,12 @@ class DualMemoryLearner(Learner):
         if not self.semantic.known.any():
             return readout.probs
         g = self.gate(readout.familiarity).unsqueeze(1)
-        return g * readout.probs + (1 - g) * self.semantic.probs(feats)
+        return g * readout.probs + (1 - g) * self.semantic.probs(self.semantic_input(feats))
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder.encode(x)
+        """The episodic key: what this learner stores and reads by."""
+        return self.key(x)
 
     @torch.no_grad()
     def proba_from_features(self, feats: torch.Tensor) -> torch.Tensor:
@@ -129,14 +289,23 @@ class DualMemoryLearner(Learner):
 
     @torch.no_grad()
     def fewshot_scores(self, episodes: Episodes, fit: HeadFit) -> torch.Tensor:
-        """The shots written to a fresh episodic memory (this learner's k and temperature), read by kNN."""
+        """Nearest prototype of the shots, or the shots in a fresh episodic memory read by kNN."""
+        if self.cfg.readout.fewshot == "prototype":
+            return prototype_scores(episodes)
         return fresh_memory_scores(episodes, self.episodic.k, self.episodic.temperature)
 
     @torch.no_grad()
     def generalised_scores(self, episodes: Episodes, known: list[int], fit: HeadFit) -> torch.Tensor:
-        """U's shots written into a copy of the episodic memory; episodic kNN or the gated readout."""
-        read = self.gated if self.cfg.readout.generalised == "full" else None
-        return added_shots_scores(self.episodic, episodes, read)
+        """One prototype per class (K: mean stored key; U: mean of its shots), or U's shots written into
+        a copy of the episodic memory read by kNN (episodic) or by the gated readout (full)."""
+        rule = self.cfg.readout.generalised
+        if rule == "prototype":
+            shots = episodes.support.shape[1] // (episodes.n_way - len(known))
+            generator = seeded_generator("dualmem-shot-calibration", self.ctx.seed, shots)
+            offset = shot_calibration(self.episodic.keys, self.episodic.labels, known, shots, generator)
+            return prototypes_with_known(self.episodic.class_means(known), episodes, len(known),
+                                         known_offset=offset)
+        return added_shots_scores(self.episodic, episodes, self.gated if rule == "full" else None)
 
     @torch.no_grad()
     def novelty_from_features(self, feats: torch.Tensor) -> torch.Tensor:
@@ -144,7 +313,10 @@ class DualMemoryLearner(Learner):
         return 1.0 - self.episodic.read(feats, k=k).kth_similarity
 
     def recall(self, stream: RecallStream, cfg: RecallParams, progress: bool = False) -> RecallOutcome:
-        return knn_recall(self.features, stream, cfg, self.episodic.budget, self.episodic.temperature, progress)
+        """A fresh episodic memory of this learner's keys within its budget, charged its bytes per item."""
+        out = knn_recall(self.features, stream, cfg, self.episodic.budget, self.episodic.temperature, progress,
+                         storage=self.key_storage)
+        return replace(out, bytes_per_item=float(self.feature_item_bytes()))
 
     def known_classes(self) -> set[int]:
         stored = set(torch.unique(self.episodic.labels).tolist())
@@ -153,16 +325,23 @@ class DualMemoryLearner(Learner):
 
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "episodic": self.episodic.state_dict(),
-                "semantic": self.semantic.state_dict()}
+        state = {**super().state_dict(), "episodic": self.episodic.state_dict(), "semantic": self.semantic.state_dict()}
+        if self.encoder_trained:
+            state["encoder"] = self.encoder.state_dict()
+        if self.cfg.encoder.mode == "ssl":
+            state["projection"] = self.projection.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.episodic.load_state_dict(
-            state["episodic"], lambda ids: self.encoder.encode(self.ctx.train_x[torch.from_numpy(ids)])
-        )
+        self.encoder_trained = "encoder" in state
+        self.encoder.load_state_dict(state.get("encoder", self.ctx.encoder.state_dict()))
+        if "projection" in state:
+            self.projection.load_state_dict(state["projection"])
+        self.episodic.load_state_dict(state["episodic"], lambda ids: self.key(self.ctx.train_x[torch.from_numpy(ids)]))
         self.semantic.load_state_dict(state["semantic"])
 
     def memory_cost(self) -> dict[str, int]:
-        return parameter_cost(self.encoder, self.semantic, items=len(self.episodic),
-                              item_bytes=self.episodic.nbytes())
+        n = len(self.episodic)
+        modules = [self.encoder, self.semantic, *([self.projection] if self.cfg.encoder.mode == "ssl" else [])]
+        return parameter_cost(*modules, items=n, item_bytes=n * self.feature_item_bytes())

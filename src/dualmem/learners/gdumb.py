@@ -111,6 +111,9 @@ class GDumbLearner(HeadLearner):
         self.buffer.load_state_dict(state["buffer"])
         self.trained = state["trained"]
 
+    def kept_items(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.buffer.ids, self.buffer.labels
+
     def memory_cost(self) -> dict[str, int]:
         """The trained network, the initial one it restarts from, and the memory."""
         cost = parameter_cost(self.encoder, self.head, items=len(self.buffer), item_bytes=self.buffer.nbytes())

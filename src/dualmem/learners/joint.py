@@ -63,6 +63,9 @@ class JointLearner(HeadLearner):
         self.seen_ids = state["seen_ids"].numpy()
         self.seen_labels = state["seen_labels"]
 
+    def kept_items(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(self.seen_ids), self.seen_labels
+
     def memory_cost(self) -> dict[str, int]:
         n = len(self.seen_ids)
         return {**super().memory_cost(), "items": n, "item_bytes": n * self.ctx.raw_item_bytes}

@@ -16,6 +16,22 @@ import torch
 from torch.nn import functional as F
 
 QUERY_CHUNK = 1024
+KEY_STORAGE = ("float32", "float16", "int8")  # how stored keys are kept (values rounded to it on write)
+
+
+def stored_key_bytes(dim: int, storage: str) -> int:
+    """Bytes of one stored key: float32/float16 values, or int8 codes with one float32 scale."""
+    return {"float32": 4 * dim, "float16": 2 * dim, "int8": dim + 4}[storage]
+
+
+def round_to_storage(keys: torch.Tensor, storage: str) -> torch.Tensor:
+    """Keys as they read back after being stored in `storage` (float32 compute copy)."""
+    if storage == "float16":
+        return keys.half().float()
+    if storage == "int8":
+        scale = keys.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
+        return (keys / scale).round().clamp(-127, 127) * scale
+    return keys
 
 
 @dataclass
@@ -26,8 +42,10 @@ class Readout:
 
 
 class EpisodicMemory:
-    def __init__(self, dim: int, n_classes: int, k: int, temperature: float, budget: int | None = None):
+    def __init__(self, dim: int, n_classes: int, k: int, temperature: float, budget: int | None = None,
+                 storage: str = "float32"):
         self.dim, self.n_classes, self.k, self.temperature, self.budget = dim, n_classes, k, temperature, budget
+        self.storage = storage
         self.keys = torch.empty(0, dim)
         self.labels = torch.empty(0, dtype=torch.long)
         self.ids = np.empty(0, dtype=np.int64)
@@ -41,13 +59,21 @@ class EpisodicMemory:
         """One-shot write; `ids` are the items' indices in the training set (-1 where none)."""
         n = len(labels)
         ids = np.full(n, -1, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-        self.keys = torch.cat([self.keys, F.normalize(features.detach().float(), dim=1)])
+        self.keys = torch.cat([self.keys, self.stored(features)])
         self.labels = torch.cat([self.labels, labels.long()])
         self.ids = np.concatenate([self.ids, ids])
         self.written_at = np.concatenate([self.written_at, self.clock + np.arange(n)])
         self.clock += n
         if self.budget is not None and len(self) > self.budget:
             self._evict(len(self) - self.budget)
+
+    def stored(self, features: torch.Tensor) -> torch.Tensor:
+        """Features as this memory keeps them: L2-normalised, rounded to its key storage."""
+        return round_to_storage(F.normalize(features.detach().float(), dim=1), self.storage)
+
+    def rekey(self, features: torch.Tensor) -> None:
+        """Replace every stored key (e.g. re-encoded after the encoder changed); labels stay."""
+        self.keys = self.stored(features)
 
     def _evict(self, n_evict: int) -> None:
         keep = np.ones(len(self), dtype=bool)
@@ -93,16 +119,20 @@ class EpisodicMemory:
         sims[torch.arange(len(probe)), probe] = -2.0
         return sims.topk(k, dim=1).values.mean(1)
 
-    def class_balanced_sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """n items drawn with equal probability per stored class (uniform within a class)."""
-        classes, inverse, counts = torch.unique(self.labels, return_inverse=True, return_counts=True)
+    def class_balanced_rows(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n stored rows drawn with equal probability per stored class (uniform within a class)."""
+        _, inverse, counts = torch.unique(self.labels, return_inverse=True, return_counts=True)
         weights = (1.0 / counts.float())[inverse]
-        rows = torch.multinomial(weights, n, replacement=True, generator=generator)
-        return self.keys[rows], self.labels[rows]
+        return torch.multinomial(weights, n, replacement=True, generator=generator)
+
+    def class_means(self, classes: list[int]) -> torch.Tensor:
+        """(len(classes), dim) mean stored key per class (zeros for a class with no item)."""
+        onehot = F.one_hot(self.labels, self.n_classes).float()[:, classes]
+        return (onehot.T @ self.keys) / onehot.sum(0).clamp_min(1).unsqueeze(1)
 
     def nbytes(self) -> int:
-        """Bytes the memory holds: float32 keys plus an int64 label per item."""
-        return len(self) * (self.dim * 4 + 8)
+        """Bytes the memory holds: its stored keys plus an int64 label per item."""
+        return len(self) * (stored_key_bytes(self.dim, self.storage) + 8)
 
     def state_dict(self) -> dict[str, Any]:
         by_id = bool(len(self)) and bool((self.ids >= 0).all())
@@ -123,6 +153,6 @@ class EpisodicMemory:
         if state["keys"] is not None:
             self.keys = state["keys"]
         elif len(self.ids):
-            self.keys = F.normalize(encode_ids(self.ids), dim=1)
+            self.keys = self.stored(encode_ids(self.ids))
         else:
             self.keys = torch.empty(0, self.dim)

@@ -4,7 +4,9 @@ A copy of the stream's encoder plus one linear head over all classes (class-incr
 head), trained by Adam (a fresh optimiser per task). A learner on it writes its `observe` step with
 `self.logits(x)` and `self.step(loss, n_samples)`; it gets every test for free:
 features = encoder output, probabilities = softmax of the head, few-shot = new linear rows on frozen
-features, novelty = 1 - max softmax, recall = a copy of its network with a new head trained online.
+features, generalised few-shot (K ∪ U) = new rows for U fit beside K's own rows, with kept items of K as
+negatives where the learner keeps any, novelty = 1 - max softmax, recall = a copy of its network with a
+new head trained online.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from dualmem.data.stream import Task
 from dualmem.evals.recall_networks import online_recall
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.base import Learner, LearnerContext, parameter_cost
+from dualmem.learners.common.readouts import Episodes, HeadFit, fit_heads, known_negatives
 from dualmem.optim import adam
 from dualmem.params import param
-from dualmem.seeding import derive_seed
+from dualmem.seeding import derive_seed, seeded_generator
+
+KNOWN_NEGATIVES = 50  # kept items per class of K that the new rows of U are fit against
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,31 @@ class HeadLearner(Learner):
     @torch.no_grad()
     def proba_from_features(self, feats: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits_from_features(feats), dim=1)
+
+    def kept_items(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Training-set ids and labels of the items this learner keeps (its buffer); None = it keeps none."""
+        return None
+
+    @torch.no_grad()
+    def generalised_scores(self, episodes: Episodes, known: list[int], fit: HeadFit) -> torch.Tensor:
+        """K's own logits beside new rows for U. A learner that keeps items of K fits U's rows on the shots
+        and on up to `KNOWN_NEGATIVES` kept items per class of K as negatives (class-balanced loss), so a
+        row is never fit on U's shots alone (which lets U win every query); one that keeps nothing has
+        only the shots (the base rule)."""
+        kept = self.kept_items()
+        if kept is None:
+            return super().generalised_scores(episodes, known, fit)
+        generator = seeded_generator(self.name, "known-negatives", self.ctx.seed)
+        ids, local = known_negatives(*kept, known, KNOWN_NEGATIVES, generator)
+        n_ep = len(episodes.support)
+        negatives = self.features(self.ctx.train_x[ids]).expand(n_ep, -1, -1)
+        xs = torch.cat([episodes.support, negatives], dim=1)
+        ys = torch.cat([episodes.support_y, local.expand(n_ep, -1)], dim=1)
+        k_idx = torch.tensor(known)
+        fixed = self.logits_from_features(xs.flatten(0, 1))[:, k_idx].reshape(n_ep, -1, len(known))
+        weight, bias = fit_heads(xs, ys, episodes.n_way - len(known), fit, fixed=fixed, balanced=True)
+        old = self.logits_from_features(episodes.query.flatten(0, 1))[:, k_idx].reshape(n_ep, -1, len(known))
+        return torch.cat([old, torch.baddbmm(bias, episodes.query, weight)], dim=2)
 
     def recall(self, stream: RecallStream, cfg: RecallParams, progress: bool = False) -> RecallOutcome:
         """A copy of this learner's encoder with a new head, trained online in one pass."""

@@ -41,11 +41,17 @@ class Episodes:
 
 
 def fit_heads(xs: torch.Tensor, ys: torch.Tensor, n_out: int, fit: HeadFit,
-              fixed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              fixed: torch.Tensor | None = None, balanced: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Independent linear heads per episode (xs: E x S x d), zero init, full-batch Adam on the mean
     cross-entropy; `fixed` (E x S x m) are logits of frozen rows put before the trained ones (ys then
-    index the concatenation)."""
+    index the concatenation); `balanced` weighs every label equally whatever its number of items."""
     n_ep, n_shots, dim = xs.shape
+    n_labels = n_out + (0 if fixed is None else fixed.shape[2])
+    weights = torch.ones(n_ep, n_shots)
+    if balanced:  # each label present in an episode gets the same total weight
+        per_label = F.one_hot(ys, n_labels).sum(1)  # (E, labels)
+        present = (per_label > 0).sum(1, keepdim=True)
+        weights = n_shots / (per_label.gather(1, ys) * present).float()
     weight = torch.zeros(n_ep, dim, n_out, requires_grad=True)
     bias = torch.zeros(n_ep, 1, n_out, requires_grad=True)
     optimiser = adam([weight, bias], fit.lr)
@@ -54,19 +60,35 @@ def fit_heads(xs: torch.Tensor, ys: torch.Tensor, n_out: int, fit: HeadFit,
             logits = torch.baddbmm(bias, xs, weight)
             if fixed is not None:
                 logits = torch.cat([fixed, logits], dim=2)
-            loss = F.cross_entropy(logits.reshape(n_ep * n_shots, -1), ys.reshape(-1), reduction="sum") / n_shots
+            losses = F.cross_entropy(logits.reshape(n_ep * n_shots, -1), ys.reshape(-1), reduction="none")
+            loss = (losses * weights.reshape(-1)).sum() / n_shots
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
     return weight.detach(), bias.detach()
 
 
+def known_negatives(ids: torch.Tensor, labels: torch.Tensor, known: list[int], per_class: int,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to `per_class` kept items of each class of K (drawn without replacement): their training-set
+    ids and local labels (positions in `known`)."""
+    chosen_ids, chosen_local = [], []
+    for position, c in enumerate(known):
+        rows = torch.nonzero(labels == c).flatten()
+        rows = rows[torch.randperm(len(rows), generator=generator)[:per_class]]
+        chosen_ids.append(ids[rows].long())
+        chosen_local.append(torch.full((len(rows),), position))
+    return torch.cat(chosen_ids), torch.cat(chosen_local)
+
+
 def fresh_memory_scores(episodes: Episodes, k: int, temperature: float) -> torch.Tensor:
-    """Each episode's shots written to a fresh episodic memory (k capped by the support size), its
-    queries read by similarity-weighted kNN: (E, Q, n_way) probabilities."""
+    """Each episode's shots written to a fresh episodic memory, its queries read by similarity-weighted
+    kNN: (E, Q, n_way) probabilities. k is capped by the shots per class, so that the k nearest can all
+    be of the query's class (a 10-NN vote over 5 shots per class would have to count 5 wrong ones)."""
+    shots_per_class = episodes.support.shape[1] // episodes.n_way
     out = []
     for e in range(len(episodes.support)):
-        memory = EpisodicMemory(episodes.support.shape[2], episodes.n_way, k=min(k, episodes.support.shape[1]),
+        memory = EpisodicMemory(episodes.support.shape[2], episodes.n_way, k=max(1, min(k, shots_per_class)),
                                 temperature=temperature)
         memory.write(episodes.support[e], episodes.support_y[e])
         out.append(memory.read(episodes.query[e]).probs)
@@ -87,3 +109,53 @@ def added_shots_scores(memory: EpisodicMemory, episodes: Episodes,
         probs = read(copied, episodes.query[e]) if read else copied.read(episodes.query[e]).probs
         out.append(probs[:, episodes.classes[e]])
     return torch.stack(out)
+
+
+def prototype_scores(episodes: Episodes, centre: torch.Tensor | None = None) -> torch.Tensor:
+    """Nearest prototype (Snell et al. 2017; SimpleShot's CL2N, Wang et al. 2019): every feature minus
+    `centre` (a mean of revealed items only, never of the episode's queries), L2-normalised; a class's
+    prototype is the normalised mean of its shots; score = cosine similarity, (E, Q, n_way)."""
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x if centre is None else x - centre, dim=-1)
+
+    onehot = F.one_hot(episodes.support_y, episodes.n_way).float()  # (E, S, C)
+    protos = F.normalize(onehot.transpose(1, 2) @ norm(episodes.support), dim=-1)  # (E, C, d)
+    return norm(episodes.query) @ protos.transpose(1, 2)
+
+
+def shot_calibration(keys: torch.Tensor, labels: torch.Tensor, known: list[int], shots: int,
+                     generator: torch.Generator, rounds: int = 64) -> torch.Tensor:
+    """Per class of K: how much more similar an item is to the mean of its class's stored items than to
+    the mean of `shots` other items of its class — estimated on stored items only (leave-one-out draws).
+    Subtracted from K's prototype scores, it puts a class known from thousands of items and one known
+    from `shots` shots on the same footing (a query of either class expects the same similarity)."""
+    offsets = torch.zeros(len(known))
+    for i, c in enumerate(known):
+        rows = torch.nonzero(labels == c).flatten()
+        if len(rows) <= shots:
+            continue
+        mean = F.normalize(keys[rows].mean(0), dim=0)
+        draws = torch.stack([rows[torch.randperm(len(rows), generator=generator)[: shots + 1]] for _ in range(rounds)])
+        query, support = keys[draws[:, 0]], F.normalize(keys[draws[:, 1:]].mean(1), dim=1)
+        offsets[i] = ((query @ mean) - (query * support).sum(1)).mean()
+    return offsets
+
+
+def prototypes_with_known(known_means: torch.Tensor, episodes: Episodes, n_known: int,
+                          centre: torch.Tensor | None = None, known_offset: torch.Tensor | None = None
+                          ) -> torch.Tensor:
+    """Generalised (K ∪ U) nearest prototype: K's prototypes are the means of the learner's stored items
+    of K (`known_means`, rows in `known` order), U's the means of its shots; `known_offset` (per class of
+    K, see `shot_calibration`) is subtracted from K's scores. Every class has exactly one prototype
+    whatever its number of items, so a class with one shot can win a query; (E, Q, |K|+|U|)."""
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x if centre is None else x - centre, dim=-1)
+
+    n_new = episodes.n_way - n_known
+    onehot = F.one_hot(episodes.support_y - n_known, n_new).float()
+    novel = F.normalize(onehot.transpose(1, 2) @ norm(episodes.support), dim=-1)  # (E, U, d)
+    known = norm(known_means).unsqueeze(0).expand(len(novel), -1, -1)
+    scores = norm(episodes.query) @ torch.cat([known, novel], dim=1).transpose(1, 2)
+    if known_offset is not None:
+        scores[..., :n_known] -= known_offset
+    return scores

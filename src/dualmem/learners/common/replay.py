@@ -37,5 +37,8 @@ class ReplayLearner(HeadLearner):
         self.buffer.load_state_dict(state["buffer"])
         self.replay_rng.set_state(state["replay_rng"])
 
+    def kept_items(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.buffer.ids, self.buffer.labels
+
     def memory_cost(self) -> dict[str, int]:
         return parameter_cost(self.encoder, self.head, items=len(self.buffer), item_bytes=self.buffer.nbytes())

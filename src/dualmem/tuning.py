@@ -1,0 +1,112 @@
+"""The validation protocol on which the dual memory's hyperparameters are chosen: revealed data only.
+
+On each open-world seed the learner runs the stream's tasks but the last (wake, then sleep). The classes
+of the last task of K — data the stream reveals, never a class of U — play the novel classes: their
+training items are split in two halves, shots from one and queries from the other. Known-class queries
+are training items of the earlier tasks that the memory did not keep. No test item of any class and no
+item of U is read. On this view the Test 2 protocol runs unchanged (`evaluate_fewshot`, ways = the
+pseudo-novel classes) and the Test 3 score gives an AUROC of known against pseudo-novel items.
+
+`python -m dualmem.tuning [--seeds N] [key=value ...]` prints these for params.yaml with the overrides
+(e.g. `learners.dualmem.encoder.feature_distill=0`); docs/PROTOCOL.md records what was chosen on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+import numpy as np
+import torch
+import yaml
+
+from dualmem.detection_metrics import auroc
+from dualmem.evals.fewshot import FewshotParams, evaluate_learner
+from dualmem.learners import Learner
+from dualmem.params import load_params
+from dualmem.runner import build_learner, open_stream, stream_seeds
+
+LEARNER = "dualmem"
+
+
+class ValidationView:
+    """What `evaluate_fewshot` reads of a stream, cut from the data a stream of n tasks reveals: the
+    first n - 1 tasks are known, the last task's classes play the held-out ones."""
+
+    def __init__(self, stream, stored_ids: np.ndarray) -> None:
+        self.seed = stream.seed
+        self.n_tasks = stream.n_tasks - 1
+        self.known = stream.classes_up_to(self.n_tasks - 1)
+        self.held_out = list(stream.task_classes(self.n_tasks))
+        last = stream.task(self.n_tasks)
+        order = np.random.default_rng([stream.seed, 0x7A1]).permutation(len(last.ids))
+        half = len(order) // 2
+        self.shot_ids, self.query_ids = last.ids[order[:half]], last.ids[order[half:]]
+        known_ids = np.flatnonzero(np.isin(stream.dataset.y_train, self.known))
+        self.known_ids = np.setdiff1d(known_ids, stored_ids)
+        self.x, self.y = stream.x_train, stream.y_train
+
+    def classes_up_to(self, index: int) -> list[int]:
+        return self.known if index == self.n_tasks - 1 else []
+
+    def rows(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.from_numpy(ids)
+        return self.x[index], self.y[index]
+
+    def train_split(self, classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.rows(self.shot_ids)
+
+    def test_split(self, classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.rows(self.query_ids if set(classes) == set(self.held_out) else self.known_ids)
+
+
+def learner_on_known_tasks(params: dict, seed: int) -> tuple[Learner, ValidationView]:
+    stream = open_stream(params, "openworld", seed)
+    learner = build_learner(params, LEARNER, stream)
+    for index in range(stream.n_tasks - 1):
+        task = stream.task(index)
+        learner.learn_task(task)
+        learner.sleep(task)
+    return learner, ValidationView(stream, np.asarray(learner.episodic.ids))
+
+
+def validate(params: dict, seed: int, episodes: int) -> dict[str, float]:
+    learner, view = learner_on_known_tasks(params, seed)
+    cfg = FewshotParams.from_params(params)
+    cfg = replace(cfg, ways=len(view.held_out), episodes=episodes, gen_episodes=min(cfg.gen_episodes, episodes))
+    metrics, _ = evaluate_learner(learner, view, cfg)
+    known = learner.novelty_from_features(learner.features(view.test_split(view.known)[0]))
+    novel = learner.novelty_from_features(learner.features(view.test_split(view.held_out)[0]))
+    labels = np.r_[np.zeros(len(known)), np.ones(len(novel))]
+    metrics["auroc"] = auroc(labels, torch.cat([known, novel]).numpy())
+    return metrics
+
+
+def with_overrides(params: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        key, _, value = item.partition("=")
+        node = params
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = yaml.safe_load(value)
+    return params
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dualmem.tuning", description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=3, help="first N open-world seeds")
+    parser.add_argument("--episodes", type=int, default=300)
+    parser.add_argument("overrides", nargs="*", help="key=value changes to params.yaml")
+    args = parser.parse_args(argv)
+    params = with_overrides(load_params(), args.overrides)
+    per_seed = [validate(params, seed, args.episodes) for seed in stream_seeds(params, "openworld")[: args.seeds]]
+    means = {key: round(float(np.mean([m[key] for m in per_seed])), 4) for key in per_seed[0]}
+    json.dump({"overrides": args.overrides, "seeds": args.seeds, "validation": means}, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()
