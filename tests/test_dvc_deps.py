@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from dualmem.learners import available
+from dualmem.lm.text_learner import available as text_learners
 from dualmem.tiny import project_root
 
 ROOT = project_root()
@@ -78,6 +79,12 @@ def expand(dvc: dict, params: dict) -> list[tuple[str, str, list[str]]]:
     return out
 
 
+def learner_file(script: Path, name: str) -> Path:
+    """The learner module a `--learner NAME` stage imports by name (Test 6's stages: a text learner)."""
+    package = ("lm", "learners") if script.name.startswith("lm_") else ("learners",)
+    return SRC.joinpath("dualmem", *package, f"{name}.py")
+
+
 def uncovered(dvc: dict, params: dict) -> dict[str, list[str]]:
     """Stage -> the project modules its script imports that none of its deps covers."""
     missing: dict[str, list[str]] = {}
@@ -85,8 +92,8 @@ def uncovered(dvc: dict, params: dict) -> dict[str, list[str]]:
         script = ROOT / re.search(r"python (\S+\.py)", cmd).group(1)
         starts = [script]
         learner = re.search(r"--learner (\S+)", cmd)
-        if learner and learner.group(1) in available():
-            starts.append(SRC / "dualmem" / "learners" / f"{learner.group(1)}.py")
+        if learner:
+            starts.append(learner_file(script, learner.group(1)))
         dep_paths = [ROOT / d for d in deps]
         for module in sorted(closure(*starts)):
             if not any(module == d or module.is_relative_to(d) for d in dep_paths):
@@ -102,6 +109,7 @@ def pipeline():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["run"]["learners"] = available()  # every learner file, whether the default run lists it or not
     params["consolidate"]["learners"] = ["dualmem"]
+    params["lm"]["learners"] = text_learners()
     return dvc, params
 
 
@@ -123,7 +131,9 @@ def test_a_learner_stage_depends_on_its_own_file_only(pipeline):
     """Adding or editing one learner file reruns only that learner's stages."""
     dvc, params = pipeline
     learner_files = {f"src/dualmem/learners/{n}.py" for n in available()}
+    learner_files |= {f"src/dualmem/lm/learners/{n}.py" for n in text_learners()}
     for label, _, deps in expand(dvc, params):
         own = {d for d in deps if d in learner_files}
         name = label.split("@", 1)[1].rsplit("-", 1)[0] if "@" in label else None
-        assert own <= {f"src/dualmem/learners/{name}.py"}, (label, own)
+        package = "lm/learners" if label.startswith("lm_") else "learners"
+        assert own <= {f"src/dualmem/{package}/{name}.py"}, (label, own)

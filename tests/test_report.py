@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from dualmem.report import ReportSpec, best_other, literature_verdict, markdown, table_rows
+from dualmem.report_supplements import ablation_section
 from dualmem.results import Row, TestResults, merge
 from dualmem.tiny import project_root
 
@@ -110,13 +111,13 @@ def ablation() -> TestResults:
 
 
 def test_the_ablation_tables_show_every_variant_the_main_run_and_clser_at_equal_items():
-    text = markdown([results()], SPEC, ablation())
+    text = markdown([results()], SPEC, ablation_section([results()], ablation()))
     assert "| Metric | encoder=consolidated | encoder=random |" in text
     assert "| Metric | items=200 | items=500 | items=unbounded | main run |" in text
     assert "| T1 final accuracy | 0.955 ± 0.064 | 0.905 ± 0.064 |" in text  # mean ± t CI over 2 seeds
     assert "| Stored items | 200 | 500 | 50,000 | 0 |" in text
     assert "| 0.895 | 0.920 | – | – |" in text  # CLS-ER's published 200 / 500 items; none for 50,000 or 0
-    assert "variants" not in markdown([results()], SPEC)  # no ablation stage, no section
+    assert ablation_section([results()], None) == []  # no ablation stage, no section
 
 
 def test_the_memory_plot_table_adds_the_dual_memory_at_each_size():

@@ -96,9 +96,23 @@ TABLES = {"continual": continual_tables, "fewshot": fewshot_tables, "novelty": n
           "transfer": transfer_tables, "recall": recall_tables}
 
 
-def plot_tables(results: list[TestResults], ablation: TestResults | None = None) -> dict[str, Table]:
-    """Every plot table of the merged results (the dual memory's memory sizes join plots/memory.csv)."""
-    tables: dict[str, Table] = {}
+def lm_tables(lm: TestResults) -> dict[str, Table]:
+    """DVC plot data (plots/lm_<domain>.csv): bits per byte on that domain after each stage (0 = the base),
+    mean over seeds, a column per learner."""
+    tables = {}
+    means = {name: np.mean([np.array(r) for r in by_seed.values()], axis=0) for name, by_seed in lm.extra["R"].items()}
+    for j, domain in enumerate(lm.extra["domains"]):
+        rows = [[stage, *(round(float(R[stage, j]), 5) for R in means.values())]
+                for stage in range(len(lm.extra["domains"]))]
+        tables[f"lm_{domain}"] = (["stage", *means], rows)
+    return tables
+
+
+def plot_tables(results: list[TestResults], ablation: TestResults | None = None,
+                lm: TestResults | None = None) -> dict[str, Table]:
+    """Every plot table of the merged results (the dual memory's memory sizes join plots/memory.csv;
+    Test 6 adds plots/lm_<domain>.csv)."""
+    tables: dict[str, Table] = lm_tables(lm) if lm is not None else {}
     for result in results:
         if result.test in TABLES:
             tables |= TABLES[result.test](result)

@@ -108,9 +108,33 @@ def plot_memory(results: TestResults, directory: Path, ablation: TestResults | N
 PLOTTERS = {"continual": plot_continual, **OPENWORLD_PLOTTERS}
 
 
-def plot_all(results: list[TestResults], directory: Path, ablation: TestResults | None = None) -> list[Path]:
+def plot_lm(lm: TestResults, directory: Path) -> Path:
+    """Test 6: bits per byte on each domain (a panel each) after each stage, a line per learner."""
+    path = directory / "lm_bits_per_byte.png"
+    domains = lm.extra["domains"]
+    fig, axes = plt.subplots(1, len(domains), figsize=(3.4 * len(domains), 3.6), squeeze=False)
+    stages = ["base", *(f"+{d}" for d in domains[1:])]
+    for learner, by_seed in lm.extra["R"].items():
+        mean = np.mean([np.array(r) for r in by_seed.values()], axis=0)
+        for j, ax in enumerate(axes[0]):
+            ax.plot(range(len(stages)), mean[:, j], marker="o", label=learner)
+    for j, ax in enumerate(axes[0]):
+        ax.set_title(f"on {domains[j]}", fontsize=9)
+        ax.set_xticks(range(len(stages)), stages, fontsize=7)
+        ax.set_xlabel("after stage")
+    axes[0][0].set_ylabel("bits per byte (lower is better)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle("Test 6: a byte-level LM fine-tuned domain after domain (mean over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_all(results: list[TestResults], directory: Path, ablation: TestResults | None = None,
+             lm: TestResults | None = None) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    written: list[Path] = [plot_lm(lm, directory)] if lm is not None else []
     for result in results:
         if result.test == "continual":
             written += plot_continual(result, directory, ablation)

@@ -19,7 +19,7 @@ from dualmem.results import Row, TestResults, memory_bytes, merge, results_path
 from dualmem.stats import Summary, paired_gap, summarize
 
 TEST_ORDER = ["continual", "fewshot", "novelty", "transfer", "recall"]
-SUPPLEMENTS = {"ablation": "dualmem"}  # results/<test>/<file>.json rendered as their own tables
+SUPPLEMENTS = ("ablation", "lm")  # results/<test>/ rendered as their own sections (report_supplements.py)
 REFERENCE_COLUMNS = {"transfer": ["random"]}  # columns that are no learner (no memory, never "best other")
 LITERATURE_TOLERANCE = 0.02  # published final accuracy within 2 points
 
@@ -61,7 +61,7 @@ def load_results(learners: list[str], directory: Path = RESULTS_DIR) -> list[Tes
     """Each test's results merged from its per-learner parts (run.learners order, reference columns last)."""
     merged = []
     tests = [t for t in TEST_ORDER if (directory / t).is_dir()]
-    others = sorted(p.name for p in directory.iterdir() if p.is_dir() and p.name not in tests + [*SUPPLEMENTS])
+    others = sorted(p.name for p in directory.iterdir() if p.is_dir() and p.name not in tests + list(SUPPLEMENTS))
     for test in tests + others:
         names = [*learners, *REFERENCE_COLUMNS.get(test, [])]
         parts = [TestResults.load(path) for n in names if (path := directory / test / f"{n}.json").exists()]
@@ -131,11 +131,24 @@ def table_rows(results: list[TestResults], spec: ReportSpec) -> tuple[list[Table
     return rows, columns
 
 
-def markdown(results: list[TestResults], spec: ReportSpec, ablation: TestResults | None = None) -> str:
-    rows, columns = table_rows(results, spec)
+def comparison_lines(rows: list[TableRow], columns: list[str], spec: ReportSpec) -> list[str]:
+    """The comparison table: a column per learner, both paired gaps with verdicts, the snapshot's value."""
     a, b = spec.gap
     head = ["Test", "Metric", *columns, f"Gap ({a} − {b})", "Verdict",
             f"Gap ({a} − best other at ≤ its bytes)", "Verdict ", "Published snapshot"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [fmt(r.cells.get(c)) for c in columns]
+        best = f"{fmt(r.best_gap.summary)} (vs {r.best_gap.against})" if r.best_gap.summary else "–"
+        lines.append("| " + " | ".join([r.test, r.label, *cells, fmt(r.gap.summary), r.gap.verdict, best,
+                                        r.best_gap.verdict, r.reference]) + " |")
+    return lines
+
+
+def markdown(results: list[TestResults], spec: ReportSpec, supplements: list[str] | None = None) -> str:
+    """The whole summary; `supplements` (rendered sections) follow the per-learner table."""
+    rows, columns = table_rows(results, spec)
+    a = spec.gap[0]
     lines = [
         "# dualmem — measured results",
         "",
@@ -145,16 +158,10 @@ def markdown(results: list[TestResults], spec: ReportSpec, ablation: TestResults
         f"upper bounds ({', '.join(spec.upper_bounds) or 'none'}) aside. The published snapshot is shown "
         "for reference only; every other number here was measured by this pipeline.",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
+        *comparison_lines(rows, columns, spec),
     ]
-    for r in rows:
-        cells = [fmt(r.cells.get(c)) for c in columns]
-        best = f"{fmt(r.best_gap.summary)} (vs {r.best_gap.against})" if r.best_gap.summary else "–"
-        lines.append("| " + " | ".join([r.test, r.label, *cells, fmt(r.gap.summary), r.gap.verdict, best,
-                                        r.best_gap.verdict, r.reference]) + " |")
     lines += ["", "## Learners at a glance", "", *glance_table(results, spec), ""]
-    lines += ablation_section(results, ablation)
+    lines += supplements or []
     lines += ["## Literature check (Test 1 final average accuracy)", "", *literature_table(results), ""]
     lines += ["## Protocols", ""]
     lines += [f"- **{res.test}**: {res.protocol}" for res in results]
@@ -168,66 +175,6 @@ def markdown(results: list[TestResults], spec: ReportSpec, ablation: TestResults
         for note in res.extra.get("notes", []):
             lines.append(f"\n> note ({res.test}): {note}")
     return "\n".join(lines) + "\n"
-
-
-def count_or_fmt(metric: str, values: list[float]) -> str:
-    """Counts (items, bytes) as whole numbers; metrics as mean ± CI."""
-    if metric in ("items", "memory_bytes"):
-        return f"{sum(values) / len(values):,.0f}"
-    return fmt(summarize(values))
-
-
-def load_ablation(directory: Path = RESULTS_DIR) -> TestResults | None:
-    """The dual memory's variants (stage evaluate_ablation@dualmem), if that stage ran."""
-    path = directory / "ablation" / f"{SUPPLEMENTS['ablation']}.json"
-    return TestResults.load(path) if path.exists() else None
-
-
-def clser_published(items: int | None) -> str:
-    """CLS-ER's published final accuracy on class-incremental Split-MNIST at this buffer size, if any."""
-    found = [r for r in references_for("clser") if items is not None and r.buffer_items == items]
-    return f"{found[0].accuracy:.3f}" if found else "–"
-
-
-def ablation_section(results: list[TestResults], ablation: TestResults | None) -> list[str]:
-    """The dual memory's encoder ablation and memory sizes, with its main run and CLS-ER's published
-    numbers at the same buffer sizes beside the latter."""
-    if ablation is None:
-        return []
-    continual = next((r for r in results if r.test == "continual"), None)
-    main = continual.values.get("final_accuracy", {}).get("dualmem") if continual else None
-    lines = [f"## The dual memory's variants ({ablation.protocol})", ""]
-    for group, title, columns in (("encoder", "Encoder ablation", ablation.extra["encoder_variants"]),
-                                  ("memory", "Memory size (Test 1 at a fixed number of stored items)",
-                                   ablation.extra["size_variants"])):
-        extra = ["main run"] if group == "memory" and main else []
-        lines += [f"### {title}", "", "| Metric | " + " | ".join(columns + extra) + " |",
-                  "|---|" + "---|" * (len(columns) + len(extra))]
-        for row in (r for r in ablation.rows if r.test == group):
-            cells = [count_or_fmt(row.metric, list(ablation.values[row.metric][c].values()))
-                     if c in ablation.values.get(row.metric, {}) else "–" for c in columns]
-            if extra:
-                cells.append(main_run_cell(continual, row.metric))
-            lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
-        if group == "memory":
-            items = [ablation.values["items"][c] for c in columns]
-            published = [clser_published(int(next(iter(v.values())))) if v else "–" for v in items]
-            if extra:
-                published.append(clser_published(continual.memory.get("dualmem", {}).get("items")))
-            lines.append("| CLS-ER final accuracy, published at these items (Arani et al. 2022) | "
-                         + " | ".join(published) + " |")
-        lines.append("")
-    return lines
-
-
-def main_run_cell(continual: TestResults, metric: str) -> str:
-    """The main run's dualmem value of a memory-size row (every Test 1 seed)."""
-    by_seed = continual.values.get(metric, {}).get("dualmem")
-    if by_seed:
-        return fmt(summarize(list(by_seed.values())))
-    cost = continual.memory.get("dualmem", {})
-    count = {"items": cost.get("items"), "memory_bytes": memory_bytes(cost)}.get(metric)
-    return f"{count:,}" if count is not None else "–"
 
 
 GLANCE = [("continual", "final_accuracy", "T1 final acc"), ("continual", "retention", "T1 retention"),

@@ -49,6 +49,9 @@ def make_tiny_copy(dest: Path, profile: str = "tiny") -> Path:
         else:
             shutil.copy2(src, dest / name)
     shutil.copy2(root / "profiles" / f"{profile}.yaml", dest / "params.yaml")
+    if (root / "data" / "sources").is_dir():  # Test 6's downloaded sources (`make corpora`), shared
+        (dest / "data").mkdir(exist_ok=True)
+        (dest / "data" / "sources").symlink_to(root / "data" / "sources")
     env = git_env()
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
                 ["git", "add", "-A"],

@@ -20,6 +20,7 @@ from dualmem.evals.novelty import NoveltyParams
 from dualmem.evals.recall_protocol import RecallParams
 from dualmem.evals.transfer import TransferParams
 from dualmem.learners import available
+from dualmem.lm.pipeline import LMParams
 from dualmem.params import KeyAudit, Section, load_params
 from dualmem.report import ReportSpec
 from dualmem.runner import learner_config, learner_names, memory_budget, sleeping_learners
@@ -45,6 +46,7 @@ def parse_every_section(params: dict) -> None:
     TransferParams.from_params(params)
     RecallParams.from_params(params)
     AblationParams.from_params(params)
+    LMParams.from_params(params)
     ReportSpec.from_params(params)
     BenchConfig.from_params(params)
 
