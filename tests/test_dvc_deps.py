@@ -92,7 +92,7 @@ def uncovered(dvc: dict, params: dict) -> dict[str, list[str]]:
         script = ROOT / re.search(r"python (\S+\.py)", cmd).group(1)
         starts = [script]
         learner = re.search(r"--learner (\S+)", cmd)
-        if learner:
+        if learner and learner_file(script, learner.group(1)).exists():  # not a reference column (random)
             starts.append(learner_file(script, learner.group(1)))
         dep_paths = [ROOT / d for d in deps]
         for module in sorted(closure(*starts)):
