@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dualmem.errors import ParamsError
 from dualmem.params import Section
 
 VOCAB = 256
@@ -32,8 +33,6 @@ class ModelParams:
         s = Section.of(params, "lm.model")
         width, heads = s.integer("width", minimum=8), s.integer("heads", minimum=1)
         if width % heads:
-            from dualmem.errors import ParamsError
-
             raise ParamsError("lm.model.heads", f"is {heads}, which does not divide width {width}",
                               "use a divisor of lm.model.width")
         return cls(s.integer("layers", minimum=1), width, heads, s.integer("context", minimum=8))
