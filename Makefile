@@ -93,4 +93,4 @@ lint: setup
 	$(BIN)/ruff check src stages tests
 
 clean:
-	rm -rf data/prepared models/*/encoder models/*/*/wake models/*/*/sleep results/*/*.json dvc_plots
+	rm -rf data/prepared data/text models/*/encoder models/lm/base models/*/*/wake models/*/*/sleep results/*/*.json dvc_plots

@@ -8,7 +8,7 @@ import argparse
 
 from tqdm import tqdm
 
-from dualmem.cli import evaluation_stage, learner_argument, run_stage
+from dualmem.cli import learner_argument, run_stage
 from dualmem.lm.evaluation import collect, evaluate, evaluation_windows, lm_metrics
 from dualmem.lm.pipeline import LMParams, checked_name
 from dualmem.results import evaluation_outputs, memory_bytes
@@ -34,4 +34,4 @@ def main(params: dict, args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     run_stage(main, lambda args: evaluation_outputs("lm", args.learner), learner_argument,
-              stage=evaluation_stage("lm"))
+              stage=lambda args: f"lm_evaluate@{args.learner}")

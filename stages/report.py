@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import _interpreter  # noqa: F401  (first: re-executes under the project's .venv if needed)
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -18,15 +17,7 @@ from dualmem.plot_data import plot_tables
 from dualmem.plots import plot_all
 from dualmem.report import ReportSpec, load_results, markdown, write_csv, write_plot_tables
 from dualmem.report_supplements import ablation_section, lm_learners, lm_section, load_ablation, load_lm
-from dualmem.tracking import (
-    EXPERIMENT,
-    PIPELINE_KEY_TAG,
-    ChildRun,
-    StageTracker,
-    pipeline_key,
-    publish_spool,
-    tracking_uri,
-)
+from dualmem.tracking import ChildRun, StageTracker, fail_fast_http, publish_spool, tracking_uri
 
 SUMMARY_MD = REPORTS_DIR / "summary.md"
 SUMMARY_CSV = REPORTS_DIR / "summary.csv"
@@ -34,29 +25,12 @@ FIGURES = REPORTS_DIR / "figures"
 PLOTS = Path("plots")
 
 
-def finish_own_pipeline() -> None:
-    """The report is the last stage: its pipeline's parent run ends FINISHED, also when another worker's
-    publish took this pipeline's last runs while it was still running (and so left it RUNNING)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri())
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    if experiment is None:
-        return
-    found = client.search_runs([experiment.experiment_id], max_results=1,
-                               filter_string=f"tags.`{PIPELINE_KEY_TAG}` = '{pipeline_key()}'")
-    if found and found[0].info.status == "RUNNING":
-        client.set_terminated(found[0].info.run_id, "FINISHED")
-
-
 def publish_or_warn() -> None:
     """Every stage's spooled runs, into MLflow in one go. A tracking store that cannot take them costs
     no result: the report is written, the runs stay spooled, and one line says where and what to do."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # an unreachable server fails in seconds
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    fail_fast_http()
     try:
-        publish_spool()
-        finish_own_pipeline()
+        publish_spool(finish_own=True)
     except Exception as exc:  # noqa: BLE001 - whatever the store raised, the results are already safe
         print(f"warning: MLflow at {tracking_uri()} did not take the runs ({type(exc).__name__}); they stay in "
               f".dualmem/spool/; fix: start the tracking server or set MLFLOW_TRACKING_URI, then run "

@@ -67,7 +67,7 @@ def test_mlflow_holds_one_parent_with_nested_children(tiny_repo):
     children = [r for r, _ in runs if r not in parents]
     assert all(tags[r]["mlflow.parentRunId"] == parents[0] for r in children)
     stages = {tags[r]["dvc.stage"] for r in children}
-    assert stages == set(stage_names(tiny_repo)) - {"prepare"}
+    assert stages == set(stage_names(tiny_repo)) - {"prepare", "lm_prepare"}  # the data stages log no run
     per_test = {t: [r for r in children if tags[r].get("test") == t] for t in
                 ("continual", "fewshot", "novelty", "transfer", "recall")}
     for test, test_runs in per_test.items():

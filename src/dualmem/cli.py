@@ -94,15 +94,13 @@ def run_stage(
     try:
         params = load_params(args.params)
         main(params, args)
-    except UserError as exc:
+    except BaseException as exc:
+        user_error = isinstance(exc, UserError)
         remove_outputs(outputs(args))
         record_stage(args.stage, "failed", time.perf_counter() - start)
-        mark_pipeline_failed(args.stage, str(exc))
+        mark_pipeline_failed(args.stage, str(exc) if user_error else f"{type(exc).__name__}: {exc}")
+        if not user_error:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except BaseException as exc:
-        remove_outputs(outputs(args))
-        record_stage(args.stage, "failed", time.perf_counter() - start)
-        mark_pipeline_failed(args.stage, f"{type(exc).__name__}: {exc}")
-        raise
     record_stage(args.stage, "finished", time.perf_counter() - start)

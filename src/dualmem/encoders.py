@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from dualmem.data.stream import Stream
 from dualmem.errors import LeakageError
+from dualmem.integrity import read_checked, rerun_fix, write_checked
 from dualmem.optim import adam
 from dualmem.params import Section
 from dualmem.seeding import derive_seed, seeded_generator
@@ -145,7 +146,7 @@ def train_stream_encoder(stream: Stream, cfg: EncoderParams, progress: bool = Tr
 
 
 def save_encoder(encoder: Encoder, fitted_classes: list[int], cfg: EncoderParams, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The encoder checkpoint at `path`, and its sha256 beside it."""
     payload = {
         "state": encoder.state_dict(),
         "n_in": encoder.n_in,
@@ -153,9 +154,14 @@ def save_encoder(encoder: Encoder, fitted_classes: list[int], cfg: EncoderParams
         "fitted_classes": fitted_classes,
         "params": asdict(cfg),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    write_checked(path, lambda out: torch.save(payload, out))
+
+
+def encoder_stage(path: Path) -> str:
+    """The DVC stage that writes the encoder checkpoint at `path` (models/<stream>/encoder/seed_<s>.pt)."""
+    if path.parent.name != "encoder":
+        return f"<the train_encoder stage that writes {path.parent}>"
+    return f"train_encoder@{path.parent.parent.name}"
 
 
 def load_encoder(path: Path) -> tuple[Encoder, list[int]]:
@@ -163,7 +169,7 @@ def load_encoder(path: Path) -> tuple[Encoder, list[int]]:
 
     if not path.exists():
         raise DataError(f"encoder {path} is missing; fix: run `dvc repro train_encoder`")
-    payload = torch.load(path, weights_only=True)
+    payload = torch.load(read_checked(path, rerun_fix(encoder_stage(path))), weights_only=True)
     encoder = Encoder(payload["n_in"], payload["hidden"])
     encoder.load_state_dict(payload["state"])
     return encoder.eval(), list(payload["fitted_classes"])

@@ -15,6 +15,7 @@ from dualmem.data.splits import read_manifest, stream_seeds  # noqa: F401 (stage
 from dualmem.data.stream import Stream
 from dualmem.encoders import load_encoder
 from dualmem.errors import DataError, ParamsError
+from dualmem.integrity import read_checked, rerun_fix, write_checked
 from dualmem.learners import Learner, LearnerContext, available, learner_class
 from dualmem.learners.common.base import check_unrevealed
 from dualmem.params import Section
@@ -68,11 +69,9 @@ def build_learner(params: dict, name: str, stream: Stream) -> Learner:
 
 
 def save_state(learner: Learner, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The learner's state at `path`, and its sha256 beside it."""
     payload = {"learner": learner.name, "state": learner.state_dict(), "memory": learner.memory_cost()}
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    write_checked(path, lambda out: torch.save(payload, out))
 
 
 def final_state_path(name: str, stream: str, seed: int, task: int) -> Path:
@@ -91,10 +90,20 @@ def post_stream_learner(params: dict, name: str, stream: Stream) -> tuple[Learne
     return learner, memory
 
 
+def state_stage(path: Path) -> str:
+    """The DVC stage that writes the learner state at `path`
+    (models/<stream>/<learner>/<wake|sleep>/seed_<s>/task_<t>.pt)."""
+    phase_dir = path.parent.parent
+    stage = {"wake": "sequential", "sleep": "consolidate"}.get(phase_dir.name)
+    if stage is None:
+        return f"<the sequential/consolidate stage that writes {phase_dir}>"
+    return f"{stage}@{phase_dir.parent.name}-{phase_dir.parent.parent.name}"
+
+
 def read_state(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise DataError(f"learner state {path} is missing; fix: run `dvc repro` (sequential/consolidate)")
-    return torch.load(path, weights_only=False)
+    return torch.load(read_checked(path, rerun_fix(state_stage(path))), weights_only=False)
 
 
 def load_learner_state(learner: Learner, path: Path) -> dict[str, int]:

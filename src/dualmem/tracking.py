@@ -191,6 +191,13 @@ def spool_record(stage: str, record: dict[str, Any]) -> None:
         tmp.replace(path)
 
 
+def fail_fast_http() -> None:
+    """An unreachable tracking server fails in seconds (one retry, 10 s timeout), not after MLflow's
+    default minutes of retries, unless the user set these."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
 def fail_pipeline(stage: str, reason: str) -> None:
     """A failed stage: its pipeline's parent run is marked FAILED now (with the stage and reason as
     tags). Only inside a `dvc` pipeline, and not with DUALMEM_NO_MLFLOW=1."""
@@ -198,13 +205,16 @@ def fail_pipeline(stage: str, reason: str) -> None:
         return
     spool_record(stage, {"stage": stage, "failed": reason[:500], "params": {},
                          "common": {**git_info(), "dvc.stage": stage}, "children": []})
+    fail_fast_http()
     publish_spool()
 
 
-def publish_spool() -> int:
+def publish_spool(finish_own: bool = False) -> int:
     """Log every spooled run to MLflow (each pipeline key under its own parent run) and remove it.
-    Returns the number of child runs logged."""
-    if not any(spool_dir().glob("*/*.json")):
+    With `finish_own` (the pipeline's last stage), this process's own pipeline ends FINISHED too when
+    another worker's publish already took its last runs while it was still running. Returns the number
+    of child runs logged."""
+    if not finish_own and not any(spool_dir().glob("*/*.json")):
         return 0
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.ERROR)
@@ -233,7 +243,15 @@ def publish_spool() -> int:
                 client.set_terminated(parent, "FAILED" if failed else "FINISHED")
             if not any(folder.iterdir()):
                 folder.rmdir()
+        if finish_own:
+            end_running_parent(client, experiment_id, pipeline_key())
     return published
+
+
+def end_running_parent(client: Any, experiment_id: str, key: str) -> None:
+    found = client.search_runs([experiment_id], max_results=1, filter_string=f"tags.`{PIPELINE_KEY_TAG}` = '{key}'")
+    if found and found[0].info.status == "RUNNING":
+        client.set_terminated(found[0].info.run_id, "FINISHED")
 
 
 def log_child(client: Any, experiment_id: str, parent: str, common: dict[str, str], child: ChildRun) -> None:

@@ -1,5 +1,9 @@
 """`python -m dualmem.bench [--skip memory,throughput]`: measure, then write reports/bench.md,
-reports/bench.json and reports/bench_memory.png, and log one MLflow run (`bench`)."""
+reports/bench.json and reports/bench_memory.png, and log one MLflow run (`bench`).
+
+`python -m dualmem.bench --tune-nprobe 64,96,128,160 [--tune-n 1000000] [--tune-backend faiss_ivfpq]`:
+recall (validation probes only, beside exact search's) and batch-1 latency of the configured IVF index at
+each nprobe — what `bench.index.nprobe` is chosen from; it writes nothing."""
 
 from __future__ import annotations
 
@@ -11,13 +15,12 @@ from pathlib import Path
 
 from dualmem.bench import BenchConfig
 from dualmem.bench.learners import throughput_bench
-from dualmem.bench.memory import PQ_MIN_KEYS, memory_bench
-from dualmem.bench.report import bench_markdown, plot_memory
+from dualmem.bench.memory import memory_bench, pq_min_keys, tune_nprobe
+from dualmem.bench.report import bench_markdown, plot_memory, table
 from dualmem.bench.stages import stage_records
 from dualmem.encoders import EncoderParams
 from dualmem.errors import UserError
 from dualmem.evals.recall_protocol import RecallParams
-from dualmem.knn_index import IndexConfig
 from dualmem.params import load_params
 from dualmem.paths import REPORTS_DIR, repo_root
 from dualmem.runner import learner_names, prepared_dataset
@@ -29,20 +32,32 @@ REFERENCE_DIR = Path(".dualmem") / "reference"  # where `make reference` runs th
 
 def measure(params: dict, skip: set[str]) -> dict:
     cfg = BenchConfig.from_params(params)
-    out: dict = {"config": asdict(cfg), "pq_min_keys": PQ_MIN_KEYS}
+    config = asdict(cfg)
+    del config["index"]["backend"]  # each memory row's backend is its own (`bench.backends`)
+    out: dict = {"config": config, "pq_min_keys": pq_min_keys(cfg.index)}
     if "throughput" not in skip:
         prepared_dataset()
         out["throughput"] = [r.as_dict() for r in throughput_bench(params, learner_names(params), cfg.throughput_tasks)]
     if "memory" not in skip:
         recall = RecallParams.from_params(params)
-        index = IndexConfig(**asdict(cfg.index))
-        rows = memory_bench(EncoderParams.from_params(params).hidden, 784, cfg.memory_sizes, cfg.backends, index,
+        rows = memory_bench(EncoderParams.from_params(params).hidden, 784, cfg.memory_sizes, cfg.backends, cfg.index,
                             cfg.probes, recall.noise_std, recall.dropout)
         out["memory"] = [r.as_dict() for r in rows]
     root = repo_root()
     out["stages"] = [asdict(r) for r in stage_records(root)]
     out["reference_stages"] = [asdict(r) for r in stage_records(root / REFERENCE_DIR)]
     return out
+
+
+def tune(params: dict, nprobes: list[int], n: int, backend: str, probes: int) -> str:
+    cfg = BenchConfig.from_params(params)
+    recall = RecallParams.from_params(params)
+    rows = tune_nprobe(EncoderParams.from_params(params).hidden, 784, n, backend, cfg.index, nprobes, probes,
+                       recall.noise_std, recall.dropout)
+    header = ["backend", "N", "nlist", "nprobe", "B/item", "recall (validation)", "exact recall", "Δ",
+              "query p50 ms (1)", "query p99 ms (1)"]
+    return "\n".join(table(header, [[r.backend, r.n, r.nlist, r.nprobe, r.bytes_per_item, r.recall, r.exact_recall,
+                                     r.recall - r.exact_recall, r.query_p50_ms_b1, r.query_p99_ms_b1] for r in rows]))
 
 
 def log_to_mlflow(params: dict, results: dict, files: list[Path]) -> None:
@@ -67,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: memory, throughput")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite bench.md from the last bench.json, measuring nothing")
+    parser.add_argument("--tune-nprobe", default="", help="comma-separated nprobe values to compare on the "
+                        "validation probes (prints a table, writes nothing)")
+    parser.add_argument("--tune-n", type=int, default=10**6, help="keys stored for --tune-nprobe")
+    parser.add_argument("--tune-backend", default="faiss_ivfpq", choices=["faiss_ivf", "faiss_ivfpq"])
+    parser.add_argument("--tune-probes", type=int, default=2000, help="validation probes for --tune-nprobe")
     args = parser.parse_args(argv)
     files = [REPORTS_DIR / "bench.json", REPORTS_DIR / "bench.md"]
     if args.report_only:
@@ -75,6 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         params = load_params(args.params)
         validate_params(params)
+        if args.tune_nprobe:
+            print(tune(params, [int(v) for v in args.tune_nprobe.split(",")], args.tune_n, args.tune_backend,
+                       args.tune_probes))
+            return
         results = measure(params, set(filter(None, args.skip.split(","))))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

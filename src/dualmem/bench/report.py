@@ -86,7 +86,10 @@ def memory_section(rows: list[dict], pq_min_keys: int) -> list[str]:
                    "write p50 ms (1024)", "query p50 ms (1)", "query p99 ms (1)", "query p50 ms (1024)",
                    "query p99 ms (1024)", "recall", "Δ vs exact"], body)
     lines += ["", f"IVF-PQ needs {pq_min_keys:,} keys to train its codebooks; it is not run below that. "
-              "Latencies at one thread (torch and FAISS); writes add further keys to the memory that holds N.", ""]
+              "Latencies at one thread (torch and FAISS); writes add further keys to the memory that holds N. "
+              "B/item: each key's vector or code, plus its 8-byte id in the IVF kinds' inverted lists; shared B: "
+              "what the index holds besides (centroids, codebooks, precomputed tables, fast-scan block padding).",
+              ""]
     target = next((r for r in rows if r["backend"] == "faiss_ivfpq" and r["n"] == IVFPQ_TARGET["n"]), None)
     if target and IVFPQ_TARGET["n"] in exact:
         gap = exact[IVFPQ_TARGET["n"]] - target["recall"]

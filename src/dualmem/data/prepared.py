@@ -10,6 +10,7 @@ import torch
 from dualmem import paths
 from dualmem.data.sources import Dataset
 from dualmem.errors import DataError
+from dualmem.integrity import read_checked, rerun_fix, write_checked
 
 
 def prepared_file(name: str) -> Path:
@@ -17,25 +18,23 @@ def prepared_file(name: str) -> Path:
 
 
 def save_dataset(dataset: Dataset, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(
-        tmp,
-        name=np.array(dataset.name),
-        x_train=dataset.x_train,
-        y_train=dataset.y_train,
-        x_test=dataset.x_test,
-        y_test=dataset.y_test,
-        scale=np.array(dataset.scale),
-        image_shape=np.array(dataset.image_shape),
-    )
-    tmp.replace(path)
+    """`path` (an .npz) and its sha256 beside it."""
+    arrays = {
+        "name": np.array(dataset.name),
+        "x_train": dataset.x_train,
+        "y_train": dataset.y_train,
+        "x_test": dataset.x_test,
+        "y_test": dataset.y_test,
+        "scale": np.array(dataset.scale),
+        "image_shape": np.array(dataset.image_shape),
+    }
+    write_checked(path, lambda out: np.savez_compressed(out, **arrays))
 
 
 def load_dataset(path: Path) -> Dataset:
     if not path.exists():
         raise DataError(f"prepared data {path} is missing; fix: run `dvc repro prepare`")
-    with np.load(path) as npz:
+    with np.load(read_checked(path, rerun_fix("prepare"))) as npz:
         return Dataset(
             str(npz["name"]),
             npz["x_train"],

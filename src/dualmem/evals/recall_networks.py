@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from dualmem.encoders import Encoder
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
-from dualmem.optim import adam
+from dualmem.optim import Adam, adam
 from dualmem.seeding import derive_seed, seeded_generator
 
 
@@ -27,7 +27,7 @@ def new_network(encoder: Encoder, n_targets: int, seed: int) -> tuple[Encoder, n
     return net, nn.Linear(net.out_dim, n_targets)
 
 
-def train_step(net: Encoder, head: nn.Linear, opt: torch.optim.Optimizer, x: torch.Tensor,
+def train_step(net: Encoder, head: nn.Linear, opt: Adam, x: torch.Tensor,
                y: torch.Tensor) -> None:
     loss = F.cross_entropy(head(net(x)), y)
     opt.zero_grad()

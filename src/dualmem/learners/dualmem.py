@@ -178,11 +178,6 @@ class DualMemoryLearner(Learner):
     def observe(self, x: torch.Tensor, y: torch.Tensor, ids: np.ndarray) -> None:
         self.episodic.write(self.key(x), y, ids)
 
-    def write(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One-shot write of items outside the stream."""
-        self.visible_classes |= set(torch.unique(y).tolist())
-        self.episodic.write(self.key(x), y)
-
     def sleep(self, task: Task) -> None:
         generator = seeded_generator("dualmem-sleep", self.ctx.seed, task.stream, task.index)
         self.consolidate(generator)
@@ -197,7 +192,12 @@ class DualMemoryLearner(Learner):
         return self.cfg.encoder.mode != "frozen"
 
     def stored_images(self) -> torch.Tensor:
-        return self.ctx.train_x[torch.from_numpy(self.episodic.ids)]
+        """The raw images of the stored items, looked up by their ids into the stream's training set."""
+        ids = self.episodic.ids
+        if (ids < 0).any():
+            raise ValueError(f"{int((ids < 0).sum())} stored items have no id into the training set (written "
+                             "outside the stream): raw storage cannot re-make their keys")
+        return self.ctx.train_x[torch.from_numpy(ids)]
 
     def consolidate(self, generator: torch.Generator) -> None:
         """Interleaved class-balanced replay of every stored item into the slow system, distilled toward

@@ -39,7 +39,7 @@ from dualmem.evals.recall_networks import online_recall
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.base import Learner, LearnerContext, parameter_cost
 from dualmem.learners.common.head import HeadConfig
-from dualmem.optim import adam
+from dualmem.optim import Adam, adam
 from dualmem.params import param
 from dualmem.seeding import seeded_generator
 
@@ -106,7 +106,7 @@ class LoraLearner(Learner):
         self.heads = nn.ModuleList()  # one Linear(out_dim, |task classes|) per task
         self.task_classes: list[list[int]] = []
         self.local = torch.full((ctx.n_classes,), -1, dtype=torch.long)  # global -> current task's label
-        self.optimiser: torch.optim.Optimizer | None = None
+        self.optimiser: Adam | None = None
 
     # -- the stream ---------------------------------------------------------------------------
     def new_task_modules(self, classes: list[int], generator: torch.Generator) -> None:

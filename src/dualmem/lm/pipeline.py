@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from dualmem.errors import DataError, ParamsError
+from dualmem.integrity import read_checked, rerun_fix, write_checked
 from dualmem.lm.corpora import CorpusParams, load_slices
 from dualmem.lm.model import ByteLM, ModelParams, window_losses
 from dualmem.lm.text_learner import (
@@ -49,6 +50,7 @@ class LMParams:
     corpus: CorpusParams
     seeds: list[int]
     learners: list[str]
+    consolidate: list[str]  # the text learners with a sleep phase that get an lm_consolidate stage
     model: ModelParams
     base: Training
     finetune: Training
@@ -64,7 +66,13 @@ class LMParams:
         if evaluation.warmup >= model.context:
             raise ParamsError("lm.eval.warmup", f"is {evaluation.warmup}, not below the context {model.context}",
                               "use a warm-up shorter than lm.model.context")
-        out = cls(CorpusParams.from_params(params), s.int_list("seeds", minimum=0), s.names("learners", available()),
+        learners = s.names("learners", available())
+        sleepers = [n for n in learners if text_learner_class(n).has_sleep]
+        consolidate = s.names("consolidate", sleepers or ["(none)"], allow_empty=True)
+        if missing := [n for n in sleepers if n not in consolidate]:
+            raise ParamsError("lm.consolidate", f"omits {', '.join(missing)}, listed in lm.learners with a sleep phase",
+                              f"list {', '.join(sleepers)}")
+        out = cls(CorpusParams.from_params(params), s.int_list("seeds", minimum=0), learners, consolidate,
                   model, Training.from_params(params, "lm.base"), Training.from_params(params, "lm.finetune"),
                   s.integer("memory_bytes", minimum=1), evaluation)
         for name in available():
@@ -94,16 +102,23 @@ def final_state_path(learner: str, seed: int, stage: int) -> Path:
 
 
 def save(payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    """A model state at `path`, and its sha256 beside it."""
+    write_checked(path, lambda out: torch.save(payload, out))
+
+
+def writing_stage(path: Path) -> str:
+    """The stage that writes the state at `path` (models/lm/base/..., models/lm/<learner>/<wake|sleep>/...)."""
+    if path.parent.name == "base":
+        return "lm_train_base"
+    phase_dir = path.parent.parent
+    stage = {"wake": "lm_sequential", "sleep": "lm_consolidate"}.get(phase_dir.name)
+    return f"{stage}@{phase_dir.parent.name}" if stage else f"<the lm stage that writes {path.parent}>"
 
 
 def load(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise DataError(f"{path} is missing; fix: run `dvc repro` (the lm stages)")
-    return torch.load(path, weights_only=False)
+    return torch.load(read_checked(path, rerun_fix(writing_stage(path))), weights_only=False)
 
 
 def domains(cfg: LMParams, seed: int, directory: Path = TEXT_DIR) -> list[Domain]:

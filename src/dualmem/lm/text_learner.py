@@ -15,7 +15,6 @@ Capability (what Test 6 calls): `window_losses(windows)` — the loss in nats of
 from __future__ import annotations
 
 import copy
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cache
@@ -25,9 +24,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from dualmem.discovery import discovered_class, module_names
 from dualmem.errors import LeakageError, ParamsError
 from dualmem.lm.model import ByteLM, window_losses
-from dualmem.optim import adam
+from dualmem.optim import Adam, adam
 from dualmem.params import Section, parse_config
 from dualmem.seeding import seeded_generator
 
@@ -127,7 +127,7 @@ class TextLearner(ABC):
         self.cfg, self.ctx = cfg, ctx
         self.model = copy.deepcopy(ctx.base)
         self.seen: list[int] = []  # domains revealed so far (the general one first)
-        self.optimiser: torch.optim.Optimizer | None = None
+        self.optimiser: Adam | None = None
 
     @property
     def context(self) -> int:
@@ -200,19 +200,12 @@ class TextLearner(ABC):
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in LEARNERS_DIR.glob("*.py") if not p.stem.startswith("_"))
+    return module_names(LEARNERS_DIR)
 
 
 @cache
 def text_learner_class(name: str) -> type[TextLearner]:
-    if name not in available():
-        raise ParamsError("lm.learners", f"names unknown learner {name!r}", f"use one of: {', '.join(available())}")
-    module = importlib.import_module(f"dualmem.lm.learners.{name}")
-    found = [obj for obj in vars(module).values()
-             if isinstance(obj, type) and issubclass(obj, TextLearner) and getattr(obj, "name", None) == name]
-    if len(found) != 1:
-        raise TypeError(f"lm/learners/{name}.py must define exactly one TextLearner with name = {name!r}")
-    return found[0]
+    return discovered_class("dualmem.lm.learners", LEARNERS_DIR, name, TextLearner, "lm.learners")
 
 
 def parse_text_config(params: dict, name: str) -> Any:

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("learner")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*", help="key=value changes to params.yaml")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     params = with_overrides(load_params(), args.overrides)
     json.dump({"learner": args.learner, "overrides": args.overrides,
                "validation": validate(params, args.learner, args.seed)}, sys.stdout)

@@ -25,7 +25,7 @@ from dualmem.evals.recall_networks import online_recall
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.base import Learner, LearnerContext, parameter_cost
 from dualmem.learners.common.readouts import Episodes, HeadFit, fit_heads, known_negatives
-from dualmem.optim import adam
+from dualmem.optim import Adam, adam
 from dualmem.params import param
 from dualmem.seeding import derive_seed, seeded_generator
 
@@ -49,7 +49,7 @@ class HeadLearner(Learner):
         torch.manual_seed(derive_seed(self.name, "head", ctx.seed))
         self.encoder = copy.deepcopy(ctx.encoder)
         self.head = nn.Linear(self.encoder.out_dim, ctx.n_classes)
-        self.optimiser: torch.optim.Optimizer | None = None
+        self.optimiser: Adam | None = None
 
     def parameters(self) -> list[nn.Parameter]:
         return [*self.encoder.parameters(), *self.head.parameters()]

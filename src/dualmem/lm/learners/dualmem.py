@@ -36,7 +36,7 @@ class DualTextConfig:
     sleep_steps: int = param(100, minimum=0)
     distill_weight: float = param(1.0, minimum=0.0)
     distill_temperature: float = param(2.0, minimum=1e-6)
-    query_chunk: int = param(4096, minimum=1)  # positions searched at once (memory only)
+    query_chunk: int = param(1024, minimum=1)  # positions searched at once (memory only)
 
 
 class TextDualMemory(TextLearner):
@@ -112,9 +112,11 @@ class TextDualMemory(TextLearner):
         return -p.clamp_min(1e-30).log().view(len(windows), -1)
 
     def knn_probs(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """(q, 256) distribution of the next byte from the k nearest stored positions."""
-        distances = (queries.pow(2).sum(1, keepdim=True) - 2 * queries @ keys.T + keys.pow(2).sum(1))
-        nearest, rows = distances.topk(min(self.cfg.k, len(keys)), dim=1, largest=False)
+        """(q, 256) distribution of the next byte from the k nearest stored positions. A query's own squared
+        norm is left out of its distances: the same for all its keys, it changes neither the ranking nor
+        the softmax over them."""
+        shifted = torch.addmm(keys.pow(2).sum(1), queries, keys.T, alpha=-2.0)  # |k|^2 - 2 q.k = distance - |q|^2
+        nearest, rows = shifted.topk(min(self.cfg.k, len(keys)), dim=1, largest=False)
         weights = torch.softmax(-nearest / self.cfg.temperature, dim=1)
         return torch.zeros(len(queries), 256).scatter_add_(1, values[rows], weights)
 
