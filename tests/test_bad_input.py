@@ -187,3 +187,25 @@ def test_a_stage_started_by_another_python_runs_with_the_projects(tmp_path):
                              text=True, timeout=120)
     if control.returncode == 0 or "No module named" not in control.stderr:
         pytest.skip("/usr/bin/python3 can import the project by itself; the control proves nothing here")
+
+
+def test_missing_text_source_names_path_and_fix_in_a_real_process(tmp_path, tiny_params):
+    """Test 6: a pinned wheel not downloaded stops lm_prepare with one line (the wheel and `make corpora`)."""
+    params = with_overrides(tiny_params, lm__sources_dir=str(tmp_path / "no-sources"))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run([sys.executable, str(STAGES / "lm_prepare.py")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert_one_line_error(result, "no-sources", "make corpora")
+    assert not (tmp_path / "data" / "text").exists()
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    ({"lm__domains": ["prose", "poetry"]}, "lm.domains"),
+    ({"lm__consolidate": []}, "lm.consolidate"),
+    ({"lm__slices__train": 10}, "lm.slices.train"),
+])
+def test_bad_text_params_fail_the_first_stage(tmp_path, tiny_params, monkeypatch, capsys, overrides, key):
+    """Test 6's params are validated with the whole file by `prepare`: exit 2, one line naming the key."""
+    result = run_stage(tmp_path, with_overrides(tiny_params, **overrides), "prepare.py",
+                       monkeypatch=monkeypatch, capsys=capsys)
+    assert_one_line_error(result, f"'{key}'")

@@ -215,6 +215,6 @@ def test_novel_classes_never_reach_a_learner_before_its_test(stream: Stream, lea
 def test_leaked_learner_is_refused(stream: Stream) -> None:
     learner = make_learner("dualmem", stream)
     x, y = stream.test_split(stream.held_out[:1])
-    learner.write(x[:2], y[:2])
+    learner.observe(x[:2], y[:2], np.full(2, -1))  # two items of unrevealed classes, written anyway
     with pytest.raises(LeakageError):
         check_unrevealed(learner, stream.held_out)

@@ -143,7 +143,7 @@ def test_learners_untouched_and_deterministic() -> None:
         learner = make_learner(name)
         learner.visible_classes = {0, 1}
         if name == "dualmem":  # a memory with items in it: recall must use a fresh one
-            learner.write(x[:20], torch.arange(20) % 2)
+            learner.observe(x[:20], torch.arange(20) % 2, np.arange(20))
         before = Snapshot(learner, x[:50])
         first = learner.recall(rs, CFG)
         before.assert_unchanged(learner, x[:50])

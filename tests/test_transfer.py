@@ -117,7 +117,7 @@ def test_leakage_guard() -> None:
 def test_probe_does_not_touch_learners() -> None:
     dual, fine = make_learner("dualmem"), make_learner("finetune")
     dual.visible_classes = {0, 1}
-    dual.write(torch.rand(30, N_IN), torch.arange(30) % 2)
+    dual.observe(torch.rand(30, N_IN), torch.arange(30) % 2, np.arange(30))
     f_x, f_y = torch.rand(120, N_IN), torch.arange(120) % 3
     before = {learner.name: Snapshot(learner, f_x) for learner in (dual, fine)}
     target = transfer.make_target("novel", (f_x, f_y), (f_x, f_y), CFG, 0)

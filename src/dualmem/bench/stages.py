@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REFERENCE_LEARNERS = ("finetune", "joint", "dualmem")
+LATER_KINDS = ("evaluate_ablation", "lm_")  # stage kinds added after the reference content was fixed (Tests 1-5)
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,11 @@ class StageRecord:
     @property
     def kind(self) -> str:
         return self.stage.split("@", 1)[0]
+
+    @property
+    def tests_1_to_5(self) -> bool:
+        """A stage of the reference content (Tests 1-5), not the ablation or Test 6 that came later."""
+        return not self.kind.startswith(LATER_KINDS)
 
     @property
     def learner(self) -> str | None:
