@@ -3,10 +3,13 @@ own (upper bounds aside), paired over seeds; per-learner parts merged; the liter
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
+import pytest
 import yaml
 
+from dualmem.errors import ParamsError
 from dualmem.report import ReportSpec, best_other, literature_verdict, markdown, table_rows
 from dualmem.report_supplements import ablation_section
 from dualmem.results import Row, TestResults, merge
@@ -127,3 +130,14 @@ def test_the_memory_plot_table_adds_the_dual_memory_at_each_size():
     assert header == ["learner", "memory_bytes", "final_accuracy"]
     assert ["dualmem[items=500]", 1_000 + 792 * 500, 0.905] in rows
     assert [r[0] for r in rows][:5] == ["finetune", "joint", "er", "big", "dualmem"]
+
+
+def test_an_upper_bound_run_by_test_6_only_is_allowed_and_a_misspelt_one_is_not(default_params):
+    """`run.learners` without joint (a README command) keeps joint the upper bound of Test 6; a name no
+    learner list holds fails naming `report.upper_bounds`."""
+    params = copy.deepcopy(default_params)
+    params["run"]["learners"] = ["finetune", "er", "dualmem"]
+    assert ReportSpec.from_params(params).upper_bounds == ["joint"]
+    params["report"]["upper_bounds"] = ["jiont"]
+    with pytest.raises(ParamsError, match="report.upper_bounds"):
+        ReportSpec.from_params(params)

@@ -28,7 +28,7 @@ LITERATURE_TOLERANCE = 0.02  # published final accuracy within 2 points
 class ReportSpec:
     learners: list[str]  # run.learners, in column order
     gap: tuple[str, str]  # (subject, baseline) of the snapshot's gap, e.g. (dualmem, finetune)
-    upper_bounds: list[str]  # oracles: shown, never the "best other learner"
+    upper_bounds: list[str]  # oracles (of Tests 1-5 or 6): shown, never the "best other learner"
 
     @classmethod
     def from_params(cls, params: dict) -> ReportSpec:
@@ -37,7 +37,8 @@ class ReportSpec:
         gap = tuple(report.names("gap", learners))
         if len(gap) != 2:
             raise ParamsError("report.gap", f"must name two learners, got {list(gap)}", "write [dualmem, finetune]")
-        return cls(learners, (gap[0], gap[1]), report.names("upper_bounds", learners, allow_empty=True))
+        configured = learners + [n for n in Section.of(params, "lm").string_list("learners") if n not in learners]
+        return cls(learners, (gap[0], gap[1]), report.names("upper_bounds", configured, allow_empty=True))
 
 
 @dataclass
