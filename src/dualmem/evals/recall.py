@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from dualmem.evals.recall_protocol import RecallParams, make_recall_stream
+from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, make_recall_stream
 from dualmem.learners.common.base import check_unrevealed
 from dualmem.results import Row, TestResults
 from dualmem.runner import open_stream, post_stream_learner, stream_seeds
@@ -57,6 +57,18 @@ def rows(sizes: list[int]) -> list[Row]:
     return out
 
 
+def recall_on_seed(params: dict, name: str, cfg: RecallParams, seed: int, notes: list[str],
+                   progress: bool = False) -> tuple[RecallOutcome, dict[str, int], list[int]]:
+    """(outcome, memory cost, sizes) of learner `name` on one open-world seed. The seed's images, cues,
+    queries and learner are freed when it returns, before the next seed's are built."""
+    stream = open_stream(params, STREAM, seed)
+    rs = make_recall_stream(stream.x_train, cfg, seed, notes)
+    learner, cost = post_stream_learner(params, name, stream)
+    outcome = learner.recall(rs, cfg, progress)
+    check_unrevealed(learner, stream.held_out)
+    return outcome, cost, rs.sizes
+
+
 def run_recall(params: dict, name: str, cfg: RecallParams, progress: bool = False) -> TestResults:
     """The learner `name` on every open-world seed: its `recall` capability from its post-stream state
     (which it reads, never modifies)."""
@@ -74,12 +86,7 @@ def run_recall(params: dict, name: str, cfg: RecallParams, progress: bool = Fals
     lows: list[int] = []
     sizes: list[int] = []
     for seed in tqdm(stream_seeds(params, STREAM), desc=f"recall {name}", disable=not progress):
-        stream = open_stream(params, STREAM, seed)
-        rs = make_recall_stream(stream.x_train, cfg, seed, notes)
-        sizes = rs.sizes
-        learner, cost = post_stream_learner(params, name, stream)
-        outcome = learner.recall(rs, cfg, progress)
-        check_unrevealed(learner, stream.held_out)
+        outcome, cost, sizes = recall_on_seed(params, name, cfg, seed, notes, progress)
         for n, value in outcome.recall.items():
             results.add(f"recall_{n}", name, seed, value)
         results.add("bytes_per_item", name, seed, outcome.bytes_per_item)

@@ -24,6 +24,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 from dualmem.data.prepared import as_float, load_auxiliary
+from dualmem.data.sources import Dataset
 from dualmem.data.stream import Stream
 from dualmem.encoders import EncoderParams, new_encoder
 from dualmem.params import Section
@@ -92,6 +93,15 @@ def make_target(name: str, train: tuple[torch.Tensor, Labels], test: tuple[torch
                   test[0][torch.from_numpy(te)], y_test[te])
 
 
+def make_code_target(name: str, data: Dataset, cfg: TransferParams, seed: int) -> Target:
+    """`make_target` on a prepared dataset's uint8 codes: only the subsampled rows become floats."""
+    target = make_target(name, (torch.from_numpy(data.x_train), data.y_train),
+                         (torch.from_numpy(data.x_test), data.y_test), cfg, seed)
+    target.x_train = as_float(target.x_train.numpy(), data.scale)
+    target.x_test = as_float(target.x_test.numpy(), data.scale)
+    return target
+
+
 def probe_accuracy(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray,
                    cfg: TransferParams) -> float:
     """Test accuracy of a standardised logistic-regression probe fit on (f_train, y_train)."""
@@ -143,8 +153,7 @@ def stream_targets(stream: Stream, cfg: TransferParams, notes: list[str]) -> lis
         note = (f"fashion: skipped, {aux.n_features} features != "
                 f"main data's {stream.dataset.n_features}")
     else:
-        targets.append(make_target("fashion", (as_float(aux.x_train, aux.scale), aux.y_train),
-                                   (as_float(aux.x_test, aux.scale), aux.y_test), cfg, stream.seed))
+        targets.append(make_code_target("fashion", aux, cfg, stream.seed))
         return targets
     if note not in notes:
         notes.append(note)
@@ -155,6 +164,22 @@ def rows(targets: list[str]) -> list[Row]:
     labels = {"novel": "Probe accuracy, novel classes", "fashion": "Probe accuracy, Fashion-MNIST"}
     return [Row(test=TEST_NAME, metric=f"probe_{t}", label=labels[t], reference={})
             for t in targets]
+
+
+def transfer_on_seed(params: dict, name: str, cfg: TransferParams, seed: int, hidden: list[int],
+                     notes: list[str], progress: bool = False,
+                     ) -> tuple[dict[str, dict[str, float]], dict[str, int] | None]:
+    """({target: {name: probe accuracy}}, memory cost or None for RANDOM) on one open-world seed. The
+    seed's images, targets and learner are freed when it returns, before the next seed's are built."""
+    stream = open_stream(params, STREAM, seed)
+    cost = None
+    if name == RANDOM:
+        features = random_encoder_features(stream.dataset.n_features, hidden, seed)
+    else:
+        learner, cost = post_stream_learner(params, name, stream)
+        features = learner.features
+    targets = stream_targets(stream, cfg, notes)
+    return probe_columns({name: features}, targets, cfg, progress), cost
 
 
 def run_transfer(params: dict, name: str, cfg: TransferParams, progress: bool = False) -> TestResults:
@@ -171,15 +196,10 @@ def run_transfer(params: dict, name: str, cfg: TransferParams, progress: bool = 
     notes: list[str] = []
     seen_targets: list[str] = []
     for seed in tqdm(stream_seeds(params, STREAM), desc=f"transfer {name}", disable=not progress):
-        stream = open_stream(params, STREAM, seed)
-        if name == RANDOM:
-            features = random_encoder_features(stream.dataset.n_features, hidden, seed)
-        else:
-            learner, cost = post_stream_learner(params, name, stream)
+        accuracy, cost = transfer_on_seed(params, name, cfg, seed, hidden, notes, progress)
+        if cost is not None:
             results.memory.setdefault(name, cost)
-            features = learner.features
-        targets = stream_targets(stream, cfg, notes)
-        for target, by_column in probe_columns({name: features}, targets, cfg, progress).items():
+        for target, by_column in accuracy.items():
             if target not in seen_targets:
                 seen_targets.append(target)
             results.add(f"probe_{target}", name, seed, by_column[name])
