@@ -36,7 +36,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
     tracker = StageTracker(args.stage, params)
     for (variant, seed), values in sorted(runs.items()):
         tracker.add_run("ablation", f"{LEARNER}[{variant}]", int(seed), {SECTION: params[SECTION]}, values)
-    results.save(LEARNER)
+    results.save(LEARNER, params)
     tracker.flush()
 
 

@@ -38,7 +38,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
         result = evaluate_learner(params, args.learner, open_stream(params, STREAM, seed))
         runs.append(result)
         track(tracker, params, result)
-    collect_results(params, runs).save(args.learner)
+    collect_results(params, runs).save(args.learner, params)
     tracker.flush()
 
 

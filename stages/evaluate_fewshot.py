@@ -25,7 +25,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
         memory_bytes = run.memory["param_bytes"] + run.memory["item_bytes"]
         tracker.add_run("fewshot", run.learner, run.seed, {SECTION: params[SECTION]},
                         {**run.metrics, "memory_bytes": memory_bytes})
-    results.save(args.learner)
+    results.save(args.learner, params)
     tracker.flush()
 
 

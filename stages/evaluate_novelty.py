@@ -23,7 +23,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
     tracker = StageTracker(args.stage, params)
     for run in runs:
         tracker.add_run("novelty", run.learner, run.seed, {SECTION: params[SECTION]}, run.metrics)
-    results.save(args.learner)
+    results.save(args.learner, params)
     tracker.flush()
 
 

@@ -25,7 +25,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
     for learner, seed, metrics, series in child_runs(results):
         # series step = index into evaluate_recall.sizes
         tracker.add_run("recall", learner, seed, {SECTION: params[SECTION]}, metrics, {"recall": series})
-    results.save(args.learner)
+    results.save(args.learner, params)
     tracker.flush()
 
 

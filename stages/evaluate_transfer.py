@@ -26,7 +26,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
     tracker = StageTracker(args.stage, params)
     for column, seed, metrics in child_runs(results):
         tracker.add_run("transfer", column, seed, {SECTION: params[SECTION]}, metrics)
-    results.save(args.learner)
+    results.save(args.learner, params)
     tracker.flush()
 
 

@@ -28,7 +28,7 @@ def main(params: dict, args: argparse.Namespace) -> None:
         tracker.add_run("lm", name, seed, {"lm": {name: params["lm"]["learner_params"][name]}},
                         {**lm_metrics(run.R), "memory_bytes": memory_bytes(run.memory),
                          "eval_bytes_per_second": run.eval_bytes_per_second}, series)
-    collect(cfg, runs).save(name)
+    collect(cfg, runs).save(name, params)
     tracker.flush()
 
 

@@ -173,7 +173,7 @@ def test_run_recall_results(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     assert len(runs) == 6 and all(len(series) == 3 for *_, series in runs)
     monkeypatch.chdir(tmp_path)
     for name, part in parts.items():
-        part.save(name)
+        part.save(name, {"seed": 0})
     loaded = merge([Results.load(results_path("recall", name)) for name in LEARNERS])
     assert loaded.values == res.values and loaded.extra["sizes"] == res.extra["sizes"]
     assert (tmp_path / "metrics" / "recall" / "dualmem.json").exists()

@@ -37,6 +37,21 @@ def results() -> TestResults:
     ])
 
 
+def test_a_params_change_with_equal_numbers_still_changes_the_results_file(tmp_path, monkeypatch):
+    """DVC's run cache skips a stage whose inputs it has seen: if a new experiment's results were the
+    bytes of an earlier one's, its report stage (and that pipeline's MLflow report run) would be skipped.
+    The results file records the params that produced it; the same params write the same bytes."""
+    from dualmem.results import results_path
+
+    monkeypatch.chdir(tmp_path)
+    written = {}
+    for lr in (0.002, 0.003, 0.002):
+        part("finetune", [0.2, 0.2], 1_000, 0).save("finetune", {"learners": {"finetune": {"lr": lr}}})
+        written.setdefault(lr, set()).add(results_path("continual", "finetune").read_bytes())
+    assert len(written[0.002]) == 1 and written[0.002] != written[0.003]
+    assert TestResults.load(results_path("continual", "finetune")).values == part("finetune", [0.2, 0.2], 1, 0).values
+
+
 def test_best_other_respects_bytes_and_upper_bounds():
     merged = results()
     assert best_other(merged, merged.rows[0], SPEC) == "er"

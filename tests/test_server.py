@@ -71,6 +71,9 @@ def test_queued_workers_share_one_tracking_server(server, tiny_baseline, tmp_pat
                                      text=True, check=True).stdout)
     assert "Failed" not in json.dumps(exps)
 
+    spooled = sorted(p.name for p in (repo / ".dualmem" / "spool").glob("*/*.json"))
+    assert not spooled, f"runs left unpublished (a pipeline whose report stage did not run?): {spooled}"
+
     client = MlflowClient(server.uri)
     experiment = client.get_experiment_by_name("dualmem")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")  # served by the server
@@ -88,7 +91,7 @@ def test_queued_workers_share_one_tracking_server(server, tiny_baseline, tmp_pat
         names = [c.info.run_name for c in mine]
         assert len(names) == len(set(names)), "a run was logged twice"
         stages = {c.data.tags["dvc.stage"] for c in mine}
-        assert {"sequential@finetune-continual", "evaluate_continual@finetune", "report"} <= stages
+        assert {"sequential@finetune-continual", "evaluate_continual@finetune", "report"} <= stages, sorted(stages)
         assert not any(s.startswith(("sequential@joint", "sequential@dualmem")) for s in stages)
         rates |= {v for c in mine for k, v in c.data.params.items() if k.endswith("finetune.lr")}
     assert rates == set(LEARNING_RATES)

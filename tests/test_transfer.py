@@ -188,7 +188,7 @@ def test_run_transfer_results(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None
     assert any("fashion" in note for note in a.extra["notes"])
     monkeypatch.chdir(tmp_path)
     for name, part in parts.items():
-        part.save(name)
+        part.save(name, {"seed": 0})
         assert results_path("transfer", name).exists() and metrics_path("transfer", name).exists()
     loaded = merge([Results.load(results_path("transfer", name)) for name in COLUMNS])
     assert loaded.values == a.values

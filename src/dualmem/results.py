@@ -11,10 +11,12 @@ An evaluate stage (one per test and learner) collects per-(metric, learner, seed
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dualmem.params import params_hash
 from dualmem.paths import METRICS_DIR, RESULTS_DIR
 from dualmem.stats import summarize
 
@@ -39,6 +41,7 @@ class TestResults:
     values: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # metric->learner->seed
     memory: dict[str, dict[str, int]] = field(default_factory=dict)  # learner -> memory cost
     extra: dict[str, Any] = field(default_factory=dict)  # per-test detail (curves, matrices)
+    params_hash: str = ""  # of the params.yaml that produced it (see `save`)
 
     def add(self, metric: str, learner: str, seed: int, value: float) -> None:
         self.values.setdefault(metric, {}).setdefault(learner, {})[str(seed)] = float(value)
@@ -50,9 +53,13 @@ class TestResults:
                 out.setdefault(learner, {})[metric] = summarize(list(by_seed.values())).as_dict()
         return out
 
-    def save(self, name: str) -> None:
+    def save(self, name: str, params: Mapping[str, Any]) -> None:
         """Write this learner's (or reference column's) part of the test; its metrics file carries its
-        memory bytes beside the aggregates, so `dvc exp show` puts cost next to accuracy."""
+        memory bytes beside the aggregates, so `dvc exp show` puts cost next to accuracy. The results
+        file records the hash of the `params` that produced it: a params change that leaves every number
+        as it was still changes the report stage's inputs, so DVC's run cache never skips the report
+        (and with it the pipeline's MLflow report run and publish) of a new experiment."""
+        self.params_hash = params_hash(params)
         metrics: dict[str, Any] = dict(self.aggregates().get(name, {}))
         if (total := memory_bytes(self.memory.get(name))) is not None:
             metrics["memory_bytes"] = total

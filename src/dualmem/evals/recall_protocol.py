@@ -79,9 +79,9 @@ class RecallOutcome:
 def corrupt(x: torch.Tensor, noise_std: float, dropout: float,
             generator: torch.Generator) -> torch.Tensor:
     """Gaussian noise, clipped to [0, 1], then a random `dropout` fraction of pixels set to 0."""
-    noisy = x + noise_std * torch.randn(x.shape, generator=generator)
+    noisy = torch.randn(x.shape, generator=generator).mul_(noise_std).add_(x)  # in place: one N x 784 buffer
     keep = torch.rand(x.shape, generator=generator) >= dropout
-    return noisy.clamp_(0.0, 1.0) * keep
+    return noisy.clamp_(0.0, 1.0).mul_(keep)
 
 
 def make_recall_stream(x_train: torch.Tensor, cfg: RecallParams, seed: int,
