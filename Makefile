@@ -44,7 +44,7 @@ repro: setup
 	$(BIN)/dvc repro
 
 test: setup postgresql
-	$(BIN)/python -m pytest -n 2 --dist loadfile  # two workers; a test file stays on one (its module fixtures run once)
+	$(BIN)/python -m pytest
 
 # Validate the whole params.yaml (every section, type, range and unknown key), as the first stage does.
 check: setup
