@@ -207,6 +207,34 @@ def test_budgeted_memory_forgets_evicted_items() -> None:
     assert out.recall[50] == 1.0 and out.recall[200] < 0.8
 
 
+def naive_class_balanced_fifo(labels: np.ndarray, budget: int) -> np.ndarray:
+    """The eviction rule item by item: the largest class (lowest label on a tie) loses its oldest."""
+    keep = np.ones(len(labels), dtype=bool)
+    while keep.sum() > budget:
+        victim = int(np.argmax(np.bincount(labels[keep], minlength=labels.max() + 1)))
+        keep[np.flatnonzero(keep & (labels == victim))[0]] = False
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_budgeted_write_keeps_what_evicting_one_item_at_a_time_keeps(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n_classes, budget = int(rng.integers(2, 6)), int(rng.integers(1, 30))
+    memory = EpisodicMemory(4, n_classes, k=1, temperature=0.1, budget=budget)
+    all_labels, all_keys = [], []
+    for _ in range(3):
+        n = int(rng.integers(0, 40))
+        labels, feats = torch.from_numpy(rng.integers(0, n_classes, n)), torch.randn(n, 4)
+        memory.write(feats, labels)
+        all_labels.append(labels.numpy())
+        all_keys.append(torch.nn.functional.normalize(feats, dim=1))
+        labels_so_far = np.concatenate(all_labels)
+        kept = np.flatnonzero(naive_class_balanced_fifo(labels_so_far, budget)) if len(labels_so_far) else []
+        # the memory after each write holds what the naive rule keeps of everything written so far
+        assert memory.written_at.tolist() == list(kept)
+        assert torch.equal(memory.keys, torch.cat(all_keys)[torch.as_tensor(kept, dtype=torch.long)])
+
+
 def test_recall_respects_the_memory_budget() -> None:
     """The one memory budget (memory.budget_bytes) bounds what a storing learner keeps for recall."""
     cfg = replace(CFG, sizes=[50, 200], noise_std=0.0, dropout=0.0)
