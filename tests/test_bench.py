@@ -213,3 +213,42 @@ def test_stage_records_and_bench_report(tmp_path):
     md = bench_markdown({"stages": [vars(r) for r in records], "reference_stages": [], "pq_min_keys": 9984,
                          "throughput": [], "memory": []})
     assert "2.6 min" in md and "Not measured yet (`make reference`)" in md and "| sequential | 2 | 120.0 |" in md
+
+
+def _write_records(args: tuple[str, int, bool]) -> str:
+    """One queue worker's stage records: `writes` records of one stage, as `record_stage` writes them
+    or (shared_tmp, the positive control) through one temporary name that every worker shares."""
+    import os
+
+    from dualmem import cli
+
+    root, writes, shared_tmp = args
+    os.environ["DVC_ROOT"] = root
+    try:
+        for i in range(writes):
+            if shared_tmp:
+                tmp = cli.stage_records_dir() / ".sequential@finetune-openworld.tmp"
+                tmp.write_text(json.dumps({"i": i}))
+                tmp.replace(cli.stage_records_dir() / "sequential@finetune-openworld.json")
+            else:
+                cli.record_stage("sequential@finetune-openworld", "finished", float(i))
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+@pytest.mark.parametrize("shared_tmp", [False, True], ids=["record_stage", "shared-tmp-control"])
+def test_stage_records_survive_queue_workers_writing_the_same_stage(tmp_path, shared_tmp):
+    """`dvc queue start -j 2` runs the same stage of two experiments at once, and both write their record
+    into the real repository's `.dualmem/stages/`; neither may fail for the other (CI saw one do so)."""
+    import multiprocessing
+
+    (tmp_path / ".dualmem" / "stages").mkdir(parents=True)
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        errors = [e for e in pool.map(_write_records, [(str(tmp_path), 400, shared_tmp)] * 4) if e]
+    if shared_tmp:
+        assert errors, "the positive control (one shared temporary name) should have collided"
+        return
+    assert not errors, errors
+    assert json.loads((tmp_path / ".dualmem" / "stages" / "sequential@finetune-openworld.json").read_text())
+    assert not list((tmp_path / ".dualmem" / "stages").glob(".*.tmp"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import sys
@@ -59,7 +60,7 @@ def record_stage(stage: str, status: str, seconds: float) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     record = {"stage": stage, "status": status, "wall_seconds": round(seconds, 3),
               "peak_rss_mb": round(peak_rss_mb(), 1), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    tmp = folder / f".{stage}.tmp"
+    tmp = folder / f".{stage}.{os.getpid()}.tmp"  # queued experiments share this folder: one name each
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(folder / f"{stage}.json")
 
