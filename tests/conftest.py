@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from filelock import FileLock
 
 from dualmem.data.sources import Dataset, load_digits_dataset
 from dualmem.data.splits import ProtocolParams, make_manifest
@@ -86,13 +88,23 @@ def with_overrides(params: dict, **dotted: object) -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_baseline(tmp_path_factory) -> Path:
-    """The tiny profile's whole DAG, run once per session and committed; tests work on copies."""
-    repo = make_tiny_copy(tmp_path_factory.mktemp("tiny-baseline"))
-    result = run_tiny_pipeline(repo)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    env = git_env()
-    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "baseline run"]):
-        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+    """The tiny profile's whole DAG, run once per test session and committed; tests work on copies.
+    Under pytest-xdist the workers share one: the first to ask builds it under a file lock, the others
+    wait for it instead of building their own."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder every worker's basetemp lies in
+    repo, built = root / "tiny-baseline", root / "tiny-baseline.built"
+    with FileLock(root / "tiny-baseline.lock"):
+        if not built.exists():
+            shutil.rmtree(repo, ignore_errors=True)  # a build that failed in another worker
+            make_tiny_copy(repo)
+            result = run_tiny_pipeline(repo)
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            env = git_env()
+            for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "baseline run"]):
+                subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+            built.touch()
     return repo
 
 

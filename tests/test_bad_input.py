@@ -60,6 +60,8 @@ SEQUENTIAL = ("sequential.py", "--stream", "continual", "--learner")
         ({"protocol__continual__tasks": [[0, 1], [1, 2], [3, 4, 5, 6, 7, 8, 9]]}, "protocol.continual.tasks",
          ("prepare.py",)),
         ({"data__source": "cifar"}, "data.source", ("prepare.py",)),
+        ({"run__threads": 0}, "run.threads", ("prepare.py",)),
+        ({"run__threads": "two"}, "run.threads", (*SEQUENTIAL, "finetune")),
         ({"run__learners": ["finetune", "ewc2"]}, "run.learners", (*SEQUENTIAL, "ewc2")),
         ({"learners__finetune__lr": "fast"}, "learners.finetune.lr", (*SEQUENTIAL, "finetune")),
         ({"learners__finetune__epoch": 3}, "learners.finetune.epoch", (*SEQUENTIAL, "finetune")),

@@ -137,3 +137,32 @@ def test_a_learner_stage_depends_on_its_own_file_only(pipeline):
         name = label.split("@", 1)[1].rsplit("-", 1)[0] if "@" in label else None
         package = "lm/learners" if label.startswith("lm_") else "learners"
         assert own <= {f"src/dualmem/{package}/{name}.py"}, (label, own)
+
+
+def torch_stages_without_threads(dvc: dict, params: dict) -> list[str]:
+    """Stages whose code imports torch but whose params omit `run.threads` (the thread count changes
+    torch's sums, so a stage that computes with it must rerun when it changes). `prepare` depends on the
+    whole params.yaml."""
+    def imports_torch(path: Path) -> bool:
+        return any(isinstance(node, (ast.Import, ast.ImportFrom))
+                   and any(n.split(".")[0] == "torch" for n in
+                           ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]))
+                   for node in ast.walk(ast.parse(path.read_text())))
+
+    out = []
+    for name, stage in dvc["stages"].items():
+        script = ROOT / re.search(r"python (\S+\.py)", stage["cmd"]).group(1)
+        declared = {p if isinstance(p, str) else next(iter(p)) for p in stage.get("params", [])}
+        if "params.yaml" in declared or "run.threads" in declared or "run" in declared:
+            continue
+        if any(imports_torch(m) for m in closure(script) if m.suffix == ".py"):
+            out.append(name)
+    return out
+
+
+def test_every_stage_that_computes_with_torch_reruns_when_the_thread_count_changes(pipeline):
+    dvc, params = pipeline
+    assert torch_stages_without_threads(dvc, params) == []
+    broken = copy.deepcopy(dvc)  # positive control
+    broken["stages"]["sequential"]["params"].remove("run.threads")
+    assert torch_stages_without_threads(broken, params) == ["sequential"]

@@ -12,7 +12,7 @@ from dualmem.tiny import run_tiny_pipeline, tool_env
 
 from .conftest import copy_of
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]  # module fixtures run once
 
 
 @pytest.fixture(scope="module")

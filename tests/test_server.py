@@ -21,7 +21,7 @@ from dualmem.tiny import tool_env
 
 from .conftest import copy_of
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]  # module fixtures run once
 LEARNING_RATES = ("0.002", "0.003", "0.004", "0.005")  # none the baseline's (0.001)
 
 
@@ -57,7 +57,7 @@ def queued_experiments(repo: Path, env: dict[str, str]) -> None:
         status = dvc("queue", "status").stdout
         if not any(word in status for word in ("Queued", "Running")):
             return
-        time.sleep(2)
+        time.sleep(15)  # each `dvc queue status` costs seconds of CPU the two workers need
     raise AssertionError(f"queued experiments did not finish:\n{dvc('queue', 'status').stdout}")
 
 

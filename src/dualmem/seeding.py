@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 import torch
+
+from dualmem.params import Section
 
 
 def derive_seed(*parts: object) -> int:
@@ -23,3 +27,13 @@ def set_global_determinism() -> None:
     """torch.use_deterministic_algorithms(True), less its one other effect: setting the inductor
     compiler's flag, whose import costs about 1.3 s of every stage's start-up (no stage compiles)."""
     torch._C._set_deterministic_algorithms(True, warn_only=False)
+
+
+def torch_threads(params: Mapping[str, Any]) -> int:
+    """run.threads: torch's CPU threads in every stage. Kernels split their sums by thread, so the count
+    changes the numbers: it is a param, the same on every machine, not one thread per core."""
+    return Section.of(params, "run").integer("threads", 1)
+
+
+def set_torch_threads(params: Mapping[str, Any]) -> None:
+    torch.set_num_threads(torch_threads(params))

@@ -1,0 +1,64 @@
+"""What every stage shares (`dualmem.cli.run_stage`): its record for `make bench`, safe when queue workers
+run the same stage at once, and torch's thread count taken from `run.threads`, not from the machine."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+import yaml
+
+from dualmem import cli
+
+
+def _write_records(args: tuple[str, int, bool]) -> str:
+    """One queue worker's stage records: `writes` records of one stage, as `record_stage` writes them
+    or (shared_tmp, the positive control) through one temporary name that every worker shares."""
+    root, writes, shared_tmp = args
+    os.environ["DVC_ROOT"] = root
+    try:
+        for i in range(writes):
+            if shared_tmp:
+                tmp = cli.stage_records_dir() / ".sequential@finetune-openworld.tmp"
+                tmp.write_text(json.dumps({"i": i}))
+                tmp.replace(cli.stage_records_dir() / "sequential@finetune-openworld.json")
+            else:
+                cli.record_stage("sequential@finetune-openworld", "finished", float(i))
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+@pytest.mark.parametrize("shared_tmp", [False, True], ids=["record_stage", "shared-tmp-control"])
+def test_stage_records_survive_queue_workers_writing_the_same_stage(tmp_path, shared_tmp):
+    """`dvc queue start -j 2` runs the same stage of two experiments at once, and both write their record
+    into the real repository's `.dualmem/stages/`; neither may fail for the other (CI saw one do so)."""
+    import multiprocessing
+
+    (tmp_path / ".dualmem" / "stages").mkdir(parents=True)
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        errors = [e for e in pool.map(_write_records, [(str(tmp_path), 400, shared_tmp)] * 4) if e]
+    if shared_tmp:
+        assert errors, "the positive control (one shared temporary name) should have collided"
+        return
+    assert not errors, errors
+    assert json.loads((tmp_path / ".dualmem" / "stages" / "sequential@finetune-openworld.json").read_text())
+    assert not list((tmp_path / ".dualmem" / "stages").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_stage_computes_at_run_threads_whatever_the_core_count(tmp_path, tiny_params, monkeypatch, threads):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({**tiny_params, "run": {**tiny_params["run"], "threads": threads}}))
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    before, seen = torch.get_num_threads(), []
+    try:
+        torch.set_num_threads(2)
+        cli.run_stage(lambda params, args: seen.append(torch.get_num_threads()), lambda args: [],
+                      argv=["--params", str(params_file)], stage="probe")
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [threads]
+    assert json.loads((tmp_path / ".dualmem" / "stages" / "probe.json").read_text())["status"] == "finished"
