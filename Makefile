@@ -44,9 +44,9 @@ repro: setup
 	$(BIN)/dvc repro
 
 # Two workers on 2 cores, one thread each; the tiny baseline is built once and shared (tests/conftest.py),
-# and each end-to-end module keeps to one worker (xdist_group), so its module fixtures run once.
+# and a test file stays on one worker (loadfile), so its module fixtures run once.
 test: setup postgresql
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile
 
 # Validate the whole params.yaml (every section, type, range and unknown key), as the first stage does.
 check: setup

@@ -12,7 +12,7 @@ from dualmem.tiny import run_tiny_pipeline, tool_env
 
 from .conftest import copy_of
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]  # module fixtures run once
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

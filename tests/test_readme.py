@@ -28,7 +28,7 @@ from dualmem.validate import validate_params
 
 from .conftest import copy_of, with_overrides
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("readme")]  # module fixtures run once
+pytestmark = pytest.mark.slow
 README = project_root() / "README.md"
 SHARED_CACHE = "/mnt/shared/dualmem-cache"  # the README's example remote, replaced by a scratch folder
 INLINE = ("dvc plots show", "dvc metrics show")  # named in the README's prose, run here too

@@ -21,7 +21,7 @@ from dualmem.tiny import tool_env
 
 from .conftest import copy_of
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]  # module fixtures run once
+pytestmark = pytest.mark.slow
 LEARNING_RATES = ("0.002", "0.003", "0.004", "0.005")  # none the baseline's (0.001)
 
 
