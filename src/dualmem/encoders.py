@@ -26,6 +26,7 @@ from dualmem.params import Section
 from dualmem.seeding import derive_seed, seeded_generator
 
 ENCODER_MODES = ("first_task", "random")
+ENCODE_BATCH = 4096  # rows per forward pass when encoding a whole set (one batch of this size = the same numbers)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class Encoder(nn.Module):
         return self.net(x)
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, batch_size: int = ENCODE_BATCH) -> torch.Tensor:
         was_training = self.training
         self.eval()
         out = torch.cat([self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else \

@@ -76,12 +76,17 @@ class RecallOutcome:
     query_us: float  # microseconds per query item (timed, never asserted)
 
 
+MASK_ROWS = 4096  # the dropout mask is drawn this many rows at a time: the same draws as one call
+
+
 def corrupt(x: torch.Tensor, noise_std: float, dropout: float,
             generator: torch.Generator) -> torch.Tensor:
-    """Gaussian noise, clipped to [0, 1], then a random `dropout` fraction of pixels set to 0."""
-    noisy = torch.randn(x.shape, generator=generator).mul_(noise_std).add_(x)  # in place: one N x 784 buffer
-    keep = torch.rand(x.shape, generator=generator) >= dropout
-    return noisy.clamp_(0.0, 1.0).mul_(keep)
+    """Gaussian noise, clipped to [0, 1], then a random `dropout` fraction of pixels set to 0. One
+    N x 784 buffer, worked in place."""
+    noisy = torch.randn(x.shape, generator=generator).mul_(noise_std).add_(x).clamp_(0.0, 1.0)
+    for rows in torch.split(noisy, MASK_ROWS):
+        rows.mul_(torch.rand(rows.shape, generator=generator) >= dropout)
+    return noisy
 
 
 def make_recall_stream(x_train: torch.Tensor, cfg: RecallParams, seed: int,

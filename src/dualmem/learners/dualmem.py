@@ -36,7 +36,7 @@ import torch
 from torch.nn import functional as F
 
 from dualmem.data.stream import Task
-from dualmem.encoders import random_affine
+from dualmem.encoders import ENCODE_BATCH, random_affine
 from dualmem.errors import ParamsError
 from dualmem.evals.recall_memory import knn_recall
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
@@ -164,11 +164,15 @@ class DualMemoryLearner(Learner):
 
     @torch.no_grad()
     def key(self, x: torch.Tensor) -> torch.Tensor:
-        """The episodic key of inputs x (unit norm): normalised features, or [input, features] / sqrt 2."""
-        feats = F.normalize(self.encoder.encode(x), dim=1)
-        if self.cfg.episodic.key == "features":
-            return feats
-        return torch.cat([F.normalize(x, dim=1), feats], dim=1) / math.sqrt(2.0)
+        """The episodic key of inputs x (unit norm): normalised features, or [input, features] / sqrt 2;
+        made a batch of the encoder at a time into one buffer."""
+        keys = torch.empty(len(x), self.key_dim)
+        for start in range(0, len(x), ENCODE_BATCH):
+            rows = x[start : start + ENCODE_BATCH]
+            keys[start : start + len(rows), -self.encoder.out_dim :] = F.normalize(self.encoder.encode(rows), dim=1)
+            if self.cfg.episodic.key == "input_and_features":
+                keys[start : start + len(rows), : x.shape[1]] = F.normalize(rows, dim=1)
+        return keys if self.cfg.episodic.key == "features" else keys.div_(math.sqrt(2.0))
 
     def semantic_input(self, keys: torch.Tensor) -> torch.Tensor:
         """The encoder-feature part of keys (the semantic memory's input)."""

@@ -56,16 +56,23 @@ class EpisodicMemory:
         return len(self.labels)
 
     def write(self, features: torch.Tensor, labels: torch.Tensor, ids: np.ndarray | None = None) -> None:
-        """One-shot write; `ids` are the items' indices in the training set (-1 where none)."""
-        n = len(labels)
+        """One-shot write; `ids` are the items' indices in the training set (-1 where none). Over the
+        budget, the evicted rows are chosen first, so only the surviving new keys are ever stored."""
+        n, old = len(labels), len(self)
         ids = np.full(n, -1, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-        self.keys = torch.cat([self.keys, self.stored(features)])
         self.labels = torch.cat([self.labels, labels.long()])
         self.ids = np.concatenate([self.ids, ids])
         self.written_at = np.concatenate([self.written_at, self.clock + np.arange(n)])
         self.clock += n
-        if self.budget is not None and len(self) > self.budget:
-            self._evict(len(self) - self.budget)
+        keep = self._survivors()
+        if keep is None:
+            kept_keys, new_keys = self.keys, self.stored(features)
+        else:
+            kept_keys = self.keys[torch.from_numpy(np.flatnonzero(keep[:old]))]
+            new_keys = self.stored(features[torch.from_numpy(np.flatnonzero(keep[old:]))])
+            rows = torch.from_numpy(np.flatnonzero(keep))
+            self.labels, self.ids, self.written_at = self.labels[rows], self.ids[keep], self.written_at[keep]
+        self.keys = torch.cat([kept_keys, new_keys]) if len(kept_keys) else new_keys
 
     def stored(self, features: torch.Tensor) -> torch.Tensor:
         """Features as this memory keeps them: L2-normalised, rounded to its key storage."""
@@ -75,21 +82,20 @@ class EpisodicMemory:
         """Replace every stored key (e.g. re-encoded after the encoder changed); labels stay."""
         self.keys = self.stored(features)
 
-    def _evict(self, n_evict: int) -> None:
-        keep = np.ones(len(self), dtype=bool)
+    def _survivors(self) -> np.ndarray | None:
+        """Rows kept by class-balanced FIFO eviction down to the budget (None: within it): the largest
+        class (the lowest label on a tie) loses its oldest item, one item at a time."""
+        if self.budget is None or len(self) <= self.budget:
+            return None
         labels = self.labels.numpy()
         counts = np.bincount(labels, minlength=self.n_classes)
-        for _ in range(n_evict):
-            victim_class = int(np.argmax(counts))
-            rows = np.flatnonzero(keep & (labels == victim_class))
-            keep[rows[np.argmin(self.written_at[rows])]] = False
-            counts[victim_class] -= 1
-        self._select(keep)
-
-    def _select(self, keep: np.ndarray) -> None:
-        rows = torch.from_numpy(np.flatnonzero(keep))
-        self.keys, self.labels = self.keys[rows], self.labels[rows]
-        self.ids, self.written_at = self.ids[keep], self.written_at[keep]
+        for _ in range(len(self) - self.budget):
+            counts[np.argmax(counts)] -= 1
+        keep = np.zeros(len(self), dtype=bool)
+        for label in np.flatnonzero(counts):
+            rows = np.flatnonzero(labels == label)
+            keep[rows[np.argsort(self.written_at[rows])[len(rows) - counts[label]:]]] = True
+        return keep
 
     @torch.no_grad()
     def read(self, features: torch.Tensor, k: int | None = None) -> Readout:
