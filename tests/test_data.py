@@ -86,6 +86,23 @@ def test_resize_keeps_value_range():
     assert small.shape == (2, 64) and small.max() == 16
 
 
+def test_codes_made_in_blocks_equal_one_pass(monkeypatch):
+    """prepare turns images into codes CODE_ROWS rows at a time (memory); the codes are those of one pass."""
+    import torch
+
+    monkeypatch.setattr(sources, "CODE_ROWS", 7)
+    monkeypatch.setattr("dualmem.data.prepared.CODE_ROWS", 7)
+    x = np.random.default_rng(0).random((30, 784), dtype=np.float32) * np.float32(0.99)
+    assert np.array_equal(sources._to_codes(x, 256), np.rint(x * 256).astype(np.uint8))
+    codes = (x * 255).astype(np.uint8)
+    images = torch.from_numpy(codes.reshape(-1, 1, 28, 28).astype(np.float32) / 255)
+    one_pass = torch.nn.functional.interpolate(images, size=(8, 8), mode="area").reshape(30, -1).numpy()
+    expected = np.clip(np.rint(one_pass * 16), 0, 255).astype(np.uint8)
+    assert np.array_equal(resize_codes(codes, 1 / 255, (28, 28), (8, 8), 1 / 16), expected)
+    with pytest.raises(DataError, match="outside"):
+        sources._to_codes(np.full((20, 4), 1.5, dtype=np.float32), 256)
+
+
 def test_manifest_partitions_classes_and_holds_out_novel():
     protocol = ProtocolParams("shuffled", [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]], 4, 2)
     manifests = [make_manifest(seed, "mnist", 10, protocol) for seed in range(5)]
