@@ -43,10 +43,11 @@ data/sources/.downloaded: requirements-corpora.txt $(VENV)/.installed
 repro: setup
 	$(BIN)/dvc repro
 
-# Two workers on 2 cores, one thread each; the tiny baseline is built once and shared (tests/conftest.py),
-# and a test file stays on one worker (loadfile), so its module fixtures run once.
+# Two workers on 2 cores, one thread each; the tiny baseline is built once and shared, and files are
+# handed out in conftest's order (the baseline's module first, the two long end-to-end ones last); a
+# test file stays on one worker (loadfile), so its module fixtures run once.
 test: setup postgresql
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # Validate the whole params.yaml (every section, type, range and unknown key), as the first stage does.
 check: setup
