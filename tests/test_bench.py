@@ -213,4 +213,3 @@ def test_stage_records_and_bench_report(tmp_path):
     md = bench_markdown({"stages": [vars(r) for r in records], "reference_stages": [], "pq_min_keys": 9984,
                          "throughput": [], "memory": []})
     assert "2.6 min" in md and "Not measured yet (`make reference`)" in md and "| sequential | 2 | 120.0 |" in md
-

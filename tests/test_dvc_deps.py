@@ -139,16 +139,20 @@ def test_a_learner_stage_depends_on_its_own_file_only(pipeline):
         assert own <= {f"src/dualmem/{package}/{name}.py"}, (label, own)
 
 
+@cache
+def imports_torch(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        if any(name.split(".")[0] == "torch" for name in names):
+            return True
+    return False
+
+
 def torch_stages_without_threads(dvc: dict, params: dict) -> list[str]:
     """Stages whose code imports torch but whose params omit `run.threads` (the thread count changes
     torch's sums, so a stage that computes with it must rerun when it changes). `prepare` depends on the
     whole params.yaml."""
-    def imports_torch(path: Path) -> bool:
-        return any(isinstance(node, (ast.Import, ast.ImportFrom))
-                   and any(n.split(".")[0] == "torch" for n in
-                           ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]))
-                   for node in ast.walk(ast.parse(path.read_text())))
-
     out = []
     for name, stage in dvc["stages"].items():
         script = ROOT / re.search(r"python (\S+\.py)", stage["cmd"]).group(1)
