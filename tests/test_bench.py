@@ -213,3 +213,32 @@ def test_stage_records_and_bench_report(tmp_path):
     md = bench_markdown({"stages": [vars(r) for r in records], "reference_stages": [], "pq_min_keys": 9984,
                          "throughput": [], "memory": []})
     assert "2.6 min" in md and "Not measured yet (`make reference`)" in md and "| sequential | 2 | 120.0 |" in md
+
+
+def stage_record(stage: str, finished_at: str, seconds: float = 1.0) -> dict:
+    return {"stage": stage, "status": "finished", "wall_seconds": seconds, "peak_rss_mb": 100.0,
+            "finished_at": finished_at}
+
+
+def test_a_part_not_measured_here_is_kept_with_the_stamp_of_its_measurement():
+    from dualmem.bench.__main__ import carry_over
+
+    config = {"probes": 1000}
+    previous = {"config": config, "measured": {"throughput": "old machine, 2026-11-30", "memory": "old, 2026-11-30",
+                                              "stages": "old, 2026-11-30"},
+                "throughput": [{"learner": "er"}], "memory": [{"backend": "exact"}],
+                "stages": [stage_record("prepare", "2026-11-30T01"), stage_record("report", "2026-11-30T02")],
+                "reference_stages": [stage_record("prepare", "2026-11-30T03")]}
+    out = carry_over({"config": config, "measured": {"memory": "new machine, 2026-12-07", "stages": "new machine"},
+                      "memory": [{"backend": "x"}],
+                      "stages": [stage_record("prepare", "2026-12-07T01", 9.0)], "reference_stages": []}, previous)
+    assert out["throughput"] == previous["throughput"]  # skipped: kept whole, with its own stamp
+    assert out["measured"]["throughput"] == "old machine, 2026-11-30"
+    assert out["memory"] == [{"backend": "x"}] and out["measured"]["memory"] == "new machine, 2026-12-07"
+    assert [(r["stage"], r["wall_seconds"]) for r in out["stages"]] == [("report", 1.0), ("prepare", 9.0)]
+    assert "the 1 stage(s) run here" in out["measured"]["stages"] and "old, 2026-11-30" in out["measured"]["stages"]
+    assert out["reference_stages"] == previous["reference_stages"]
+    other = carry_over({"config": {"probes": 10}, "measured": {}, "stages": [], "reference_stages": []}, previous)
+    assert "memory" not in other  # measured with other settings: not carried as this configuration's figures
+    md = bench_markdown({**out, "pq_min_keys": 9984, "memory": [], "throughput": []})
+    assert "Measured on: old machine, 2026-11-30." in md

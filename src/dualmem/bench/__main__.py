@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
+
+import torch
 
 from dualmem.bench import BenchConfig
 from dualmem.bench.learners import throughput_bench
@@ -30,22 +35,60 @@ from dualmem.validate import validate_params
 REFERENCE_DIR = Path(".dualmem") / "reference"  # where `make reference` runs the reference profile
 
 
-def measure(params: dict, skip: set[str]) -> dict:
+LEGACY_STAMP = "an earlier `make bench` (machine and date not recorded)"
+
+
+def stamp() -> str:
+    """Where and when a part was measured: this machine, now."""
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{time.strftime('%Y-%m-%d %H:%M %Z')}")
+
+
+def measure(params: dict, skip: set[str], previous: dict | None = None) -> dict:
+    """Measure every part not in `skip`. A skipped part, or the pipeline's stage times where this checkout
+    has no stage records, is carried over from `previous` (the last bench.json) with its own stamp."""
     cfg = BenchConfig.from_params(params)
     config = asdict(cfg)
     del config["index"]["backend"]  # each memory row's backend is its own (`bench.backends`)
-    out: dict = {"config": config, "pq_min_keys": pq_min_keys(cfg.index)}
+    out: dict = {"config": config, "pq_min_keys": pq_min_keys(cfg.index), "measured": {}}
     if "throughput" not in skip:
         prepared_dataset()
         out["throughput"] = [r.as_dict() for r in throughput_bench(params, learner_names(params), cfg.throughput_tasks)]
+        out["measured"]["throughput"] = stamp()
     if "memory" not in skip:
         recall = RecallParams.from_params(params)
         rows = memory_bench(EncoderParams.from_params(params).hidden, 784, cfg.memory_sizes, cfg.backends, cfg.index,
                             cfg.probes, recall.noise_std, recall.dropout)
         out["memory"] = [r.as_dict() for r in rows]
+        out["measured"]["memory"] = stamp()
     root = repo_root()
     out["stages"] = [asdict(r) for r in stage_records(root)]
     out["reference_stages"] = [asdict(r) for r in stage_records(root / REFERENCE_DIR)]
+    if out["stages"]:
+        out["measured"]["stages"] = stamp()
+    return carry_over(out, previous or {})
+
+
+def carry_over(out: dict, previous: dict) -> dict:
+    """`out` with what it did not measure taken from `previous`, each part with the stamp of its
+    measurement: skipped parts whole, and the record of every stage that has not run here since."""
+    stamps = previous.get("measured", {})
+    for part in ("throughput", "memory"):
+        if part == "memory" and previous.get("config") != out["config"]:
+            continue  # measured with other backend settings: not this configuration's figures
+        if part not in out["measured"] and previous.get(part):
+            out[part] = previous[part]
+            out["measured"][part] = stamps.get(part, LEGACY_STAMP)
+    for key in ("stages", "reference_stages"):
+        here = {r["stage"] for r in out[key]}
+        kept = [r for r in previous.get(key, []) if r["stage"] not in here]
+        out[key] = sorted(kept + out[key], key=lambda r: r["finished_at"])
+        if key == "stages" and kept:
+            before = stamps.get("stages", LEGACY_STAMP)
+            now = out["measured"].get("stages")
+            here_n = len(out["stages"]) - len(kept)
+            out["measured"]["stages"] = (f"{now} for the {here_n} stage(s) run here; the other {len(kept)} as "
+                                         f"recorded before: {before}" if now else before)
     return out
 
 
@@ -99,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
             print(tune(params, [int(v) for v in args.tune_nprobe.split(",")], args.tune_n, args.tune_backend,
                        args.tune_probes))
             return
-        results = measure(params, set(filter(None, args.skip.split(","))))
+        previous = json.loads(files[0].read_text()) if files[0].exists() else None
+        results = measure(params, set(filter(None, args.skip.split(","))), previous)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

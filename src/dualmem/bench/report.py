@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import platform
-import time
 from pathlib import Path
-
-import torch
 
 from dualmem.bench.stages import REFERENCE_LEARNERS, StageRecord, by_kind, by_learner
 
@@ -106,23 +101,31 @@ def memory_section(rows: list[dict], pq_min_keys: int) -> list[str]:
     return lines
 
 
+def measured_line(results: dict, part: str) -> list[str]:
+    when = results.get("measured", {}).get(part)
+    return [f"Measured on: {when}.", ""] if when else []
+
+
 def bench_markdown(results: dict) -> str:
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-               f"{time.strftime('%Y-%m-%d %H:%M %Z')}")
     lines = ["# Benchmarks (`make bench`)", "",
-             f"Machine: {machine}. Settings: the `bench` section of params.yaml.", "",
+             "Settings: the `bench` section of params.yaml. Each part says where and when it was measured: "
+             "`--skip` a part, or run `make bench` where no `dvc repro` has left stage records, and that part is "
+             "kept from the last bench.json.", "",
              "## Pipeline time and peak memory", ""]
+    lines += measured_line(results, "stages")
     lines += pipeline_section([StageRecord(**r) for r in results["stages"]],
                               [StageRecord(**r) for r in results["reference_stages"]])
     lines += ["## Training throughput against a bare PyTorch loop", "",
               "Each learner learns the first tasks of the class-incremental stream (seed 0); samples through a "
               "training step, replayed ones included, per second, beside a bare Adam + cross-entropy loop on the "
               "same network and batch size in the same process (`dualmem.throughput`).", ""]
+    lines += measured_line(results, "throughput")
     lines += throughput_section(results.get("throughput", []))
     lines += ["## Episodic memory backends, 10^3 to 10^6 items", "",
               "Items: seeded random binary patterns keyed by an untrained encoder's L2-normalised features; recall: a "
               "stored item's pattern with Test 5's corruption must retrieve that item first "
               "(`dualmem.bench.memory`).", ""]
+    lines += measured_line(results, "memory")
     lines += memory_section(results.get("memory", []), results["pq_min_keys"])
     return "\n".join(lines)
 
