@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 from dualmem.cli import run_stage
-from dualmem.errors import UserError
+from dualmem.errors import DataError
 from dualmem.paths import REPORTS_DIR
 from dualmem.plot_data import plot_tables
 from dualmem.plots import plot_all
-from dualmem.report import ReportSpec, load_results, markdown, write_csv, write_plot_tables
+from dualmem.report import ReportSpec, load_results, markdown, missing_results, write_csv, write_plot_tables
 from dualmem.report_supplements import ablation_section, lm_learners, lm_section, load_ablation, load_lm
 from dualmem.tracking import ChildRun, StageTracker, fail_fast_http, publish_spool, tracking_uri
 
@@ -39,9 +39,12 @@ def publish_or_warn() -> None:
 
 def main(params: dict, args: argparse.Namespace) -> None:
     spec = ReportSpec.from_params(params)
+    missing = missing_results(spec.learners, lm_learners(params))
+    if missing:  # a report without some learner's row would read as complete
+        (path, stage), n = missing[0], len(missing)
+        raise DataError(f"{path} is missing ({n} result file{'s' * (n > 1)} in all); fix: run `dvc repro` "
+                        f"(this one: `dvc repro -s {stage}`)")
     results = load_results(spec.learners)
-    if not results:
-        raise UserError("no results/<test>/<learner>.json to report; fix: run `dvc repro` (the evaluate stages)")
     ablation, lm = load_ablation(), load_lm(lm_learners(params))
     supplements = ablation_section(results, ablation) + lm_section(lm, spec)
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)

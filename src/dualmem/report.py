@@ -71,6 +71,16 @@ def load_results(learners: list[str], directory: Path = RESULTS_DIR) -> list[Tes
     return merged
 
 
+def missing_results(learners: list[str], lm_learners: list[str],
+                    directory: Path = RESULTS_DIR) -> list[tuple[Path, str]]:
+    """(result file, the stage that writes it) for each result the pipeline owes the report and lacks: every
+    test of Tests 1-5 for every learner, the untrained-encoder column, Test 6 for every text learner."""
+    owed = [(directory / test / f"{n}.json", f"evaluate_{test}@{n}") for test in TEST_ORDER for n in learners]
+    owed.append((directory / "transfer" / "random.json", "evaluate_transfer_random"))
+    owed += [(directory / "lm" / f"{n}.json", f"lm_evaluate@{n}") for n in lm_learners]
+    return [(path, stage) for path, stage in owed if not path.exists()]
+
+
 def fmt(s: Summary | None, digits: int = 3) -> str:
     if s is None:
         return "–"
