@@ -22,7 +22,7 @@ from pathlib import Path
 from dualmem.errors import UserError
 from dualmem.params import load_params
 from dualmem.paths import repo_root
-from dualmem.seeding import set_global_determinism, set_torch_threads
+from dualmem.seeding import set_global_determinism, set_threads
 
 
 def remove_outputs(outputs: Sequence[Path]) -> None:
@@ -94,7 +94,7 @@ def run_stage(
     start = time.perf_counter()
     try:
         params = load_params(args.params)
-        set_torch_threads(params)
+        set_threads(params)
         main(params, args)
     except BaseException as exc:
         user_error = isinstance(exc, UserError)

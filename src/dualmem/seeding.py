@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from dualmem.params import Section
 
@@ -29,11 +31,20 @@ def set_global_determinism() -> None:
     torch._C._set_deterministic_algorithms(True, warn_only=False)
 
 
-def torch_threads(params: Mapping[str, Any]) -> int:
-    """run.threads: torch's CPU threads in every stage. Kernels split their sums by thread, so the count
-    changes the numbers: it is a param, the same on every machine, not one thread per core."""
+def run_threads(params: Mapping[str, Any]) -> int:
+    """run.threads: the CPU threads of every stage. Kernels split their sums by thread, so the count changes
+    the numbers: it is a param, the same on every machine, not one thread per core."""
     return Section.of(params, "run").integer("threads", 1)
 
 
-def set_torch_threads(params: Mapping[str, Any]) -> None:
-    torch.set_num_threads(torch_threads(params))
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def set_threads(params: Mapping[str, Any]) -> None:
+    """run.threads for every thread pool a stage computes with: torch's, and the BLAS and OpenMP pools of
+    numpy, SciPy and scikit-learn (Test 4's probe), whatever OMP_NUM_THREADS the shell had. Pools already
+    loaded are limited now; libraries loaded later, and child processes, read the variables."""
+    threads = run_threads(params)
+    torch.set_num_threads(threads)
+    os.environ.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
+    threadpool_limits(limits=threads)

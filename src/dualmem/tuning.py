@@ -27,7 +27,7 @@ from dualmem.evals.fewshot import FewshotParams, evaluate_learner
 from dualmem.learners import Learner
 from dualmem.params import load_params
 from dualmem.runner import build_learner, open_stream, stream_seeds
-from dualmem.seeding import set_torch_threads
+from dualmem.seeding import set_threads
 
 LEARNER = "dualmem"
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value changes to params.yaml")
     args = parser.parse_args(argv)
     params = with_overrides(load_params(), args.overrides)
-    set_torch_threads(params)
+    set_threads(params)
     per_seed = [validate(params, seed, args.episodes) for seed in stream_seeds(params, "openworld")[: args.seeds]]
     means = {key: round(float(np.mean([m[key] for m in per_seed])), 4) for key in per_seed[0]}
     json.dump({"overrides": args.overrides, "seeds": args.seeds, "validation": means}, sys.stdout)

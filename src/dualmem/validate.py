@@ -24,13 +24,13 @@ from dualmem.lm.pipeline import LMParams
 from dualmem.params import KeyAudit, Section, load_params
 from dualmem.report import ReportSpec
 from dualmem.runner import learner_config, learner_names, memory_budget, sleeping_learners
-from dualmem.seeding import torch_threads
+from dualmem.seeding import run_threads
 
 
 def parse_every_section(params: dict) -> None:
     data = DataParams.from_params(params)
     learner_names(params)
-    torch_threads(params)
+    run_threads(params)
     for stream in ("continual", "openworld"):
         stream_seeds(params, stream)
     ProtocolParams.from_params(params, data.n_classes)

@@ -15,7 +15,7 @@ import numpy as np
 from dualmem.lm.evaluation import bits_per_byte, evaluation_windows, lm_metrics
 from dualmem.lm.pipeline import LMParams, build, domains
 from dualmem.params import load_params
-from dualmem.seeding import set_torch_threads
+from dualmem.seeding import set_threads
 from dualmem.tuning import with_overrides
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value changes to params.yaml")
     args = parser.parse_intermixed_args(argv)
     params = with_overrides(load_params(), args.overrides)
-    set_torch_threads(params)
+    set_threads(params)
     json.dump({"learner": args.learner, "overrides": args.overrides,
                "validation": validate(params, args.learner, args.seed)}, sys.stdout)
     print()
