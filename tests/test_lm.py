@@ -107,6 +107,21 @@ def test_the_model_is_causal_and_a_fresh_adapter_set_changes_nothing() -> None:
 
 # -- learners -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", available())
+def test_scored_losses_do_not_depend_on_where_scoring_starts(name: str) -> None:
+    """The evaluation asks only for the bytes after the warm-up (the kNN-LM then searches its store for
+    those alone): they are the same bytes as when every position is asked for. Control: the dual memory's
+    unscored positions do change (model only), so the skipping is real."""
+    domains = synthetic_domains()
+    learner = make(name)
+    run(learner, domains, 2)
+    windows = domains[2].windows(6, MODEL.context, torch.Generator().manual_seed(2))
+    every, scored = learner.window_losses(windows), learner.window_losses(windows, 5)
+    assert torch.equal(scored[:, 5:], every[:, 5:])
+    if name == "dualmem":
+        assert not torch.equal(scored[:, :5], every[:, :5])
+
+
+@pytest.mark.parametrize("name", available())
 def test_every_learner_is_deterministic_round_trips_and_keeps_its_budget(name: str) -> None:
     domains = synthetic_domains()
     a, b = make(name), make(name)

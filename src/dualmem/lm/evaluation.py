@@ -43,7 +43,7 @@ def evaluation_windows(cfg: LMParams, directory: Path = TEXT_DIR, split: str = "
 
 
 def bits_per_byte(learner: TextLearner, windows: torch.Tensor, warmup: int) -> float:
-    return float(learner.window_losses(windows)[:, warmup:].mean()) / math.log(2)
+    return float(learner.window_losses(windows, warmup)[:, warmup:].mean()) / math.log(2)
 
 
 @dataclass

@@ -8,8 +8,9 @@ learner may keep some of it); `learn_domain(domain)` runs `before_domain` -> `st
 windows in the same order. The leakage guard: a learner only ever gets a domain through the stream, and
 `guarded_observe` refuses a batch tagged with a domain the stream has not reached.
 
-Capability (what Test 6 calls): `window_losses(windows)` — the loss in nats of every next byte of
-(n, context + 1) windows; the evaluation scores the bytes after a warm-up prefix.
+Capability (what Test 6 calls): `window_losses(windows, scored_from)` — the loss in nats of every next
+byte of (n, context + 1) windows; the evaluation scores the bytes from `scored_from` on (after a warm-up
+prefix), and a learner may spare work on the others (the kNN-LM searches its store for scored bytes only).
 """
 
 from __future__ import annotations
@@ -180,8 +181,9 @@ class TextLearner(ABC):
 
     # -- capability ---------------------------------------------------------------------------
     @torch.no_grad()
-    def window_losses(self, windows: torch.Tensor) -> torch.Tensor:
-        """(n, context + 1) windows -> (n, context) nats of every next byte."""
+    def window_losses(self, windows: torch.Tensor, scored_from: int = 0) -> torch.Tensor:
+        """(n, context + 1) windows -> (n, context) nats of every next byte; those before position
+        `scored_from` are not scored, and a learner may compute them more cheaply."""
         return window_losses(self.model, windows)
 
     # -- state --------------------------------------------------------------------------------

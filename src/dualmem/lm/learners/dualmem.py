@@ -101,15 +101,20 @@ class TextDualMemory(TextLearner):
         return self.cache
 
     @torch.no_grad()
-    def window_losses(self, windows: torch.Tensor) -> torch.Tensor:
+    def window_losses(self, windows: torch.Tensor, scored_from: int = 0) -> torch.Tensor:
+        """The interpolated loss from position `scored_from` on; before it the model's alone (not scored:
+        the store is not searched for it). Each query's search is its own, so the scored losses are the
+        same bytes whatever `scored_from` is."""
         hidden = self.model.hidden(windows[:, :-1])
-        targets = windows[:, 1:].long().flatten().unsqueeze(1)
-        p_model = torch.softmax(self.model.logits(hidden), dim=2).flatten(0, 1).gather(1, targets)
+        n, targets = len(windows), windows[:, 1:].long()
+        probs = torch.softmax(self.model.logits(hidden), dim=2)
+        p = probs.flatten(0, 1).gather(1, targets.flatten().unsqueeze(1)).view(n, -1)  # the model's
         keys, values = self.datastore()
-        queries = hidden.flatten(0, 1).split(self.cfg.query_chunk)
-        p_knn = torch.cat([self.knn_probs(q, keys, values) for q in queries]).gather(1, targets)
-        p = (1 - self.cfg.lam) * p_model + self.cfg.lam * p_knn
-        return -p.clamp_min(1e-30).log().view(len(windows), -1)
+        queries = hidden[:, scored_from:].flatten(0, 1).split(self.cfg.query_chunk)
+        scored = targets[:, scored_from:].flatten().unsqueeze(1)
+        p_knn = torch.cat([self.knn_probs(q, keys, values) for q in queries]).gather(1, scored).view(n, -1)
+        p[:, scored_from:] = (1 - self.cfg.lam) * p[:, scored_from:] + self.cfg.lam * p_knn
+        return -p.clamp_min(1e-30).log()
 
     def knn_probs(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """(q, 256) distribution of the next byte from the k nearest stored positions. A query's own squared

@@ -44,7 +44,7 @@ class TextLora(TextLearner):
         self.step(window_losses(self.model, batch, self.adapters[-1]).mean())
 
     @torch.no_grad()
-    def window_losses(self, windows: torch.Tensor) -> torch.Tensor:
+    def window_losses(self, windows: torch.Tensor, scored_from: int = 0) -> torch.Tensor:
         options = torch.stack([window_losses(self.model, windows, a) for a in [None, *self.adapters]])
         chosen = options[:, :, : self.cfg.select_bytes].mean(2).argmin(0)
         return options[chosen, torch.arange(len(windows))]
