@@ -45,8 +45,8 @@ def stamp() -> str:
 
 
 def measure(params: dict, skip: set[str], previous: dict | None = None) -> dict:
-    """Measure every part not in `skip`. A skipped part, or the pipeline's stage times where this checkout
-    has no stage records, is carried over from `previous` (the last bench.json) with its own stamp."""
+    """Measure every part not in `skip`; what is not measured here (a skipped part, the record of a stage
+    that has not run in this checkout) is carried over from `previous`, the last bench.json."""
     cfg = BenchConfig.from_params(params)
     config = asdict(cfg)
     del config["index"]["backend"]  # each memory row's backend is its own (`bench.backends`)

@@ -103,8 +103,8 @@ class TextDualMemory(TextLearner):
     @torch.no_grad()
     def window_losses(self, windows: torch.Tensor, scored_from: int = 0) -> torch.Tensor:
         """The interpolated loss from position `scored_from` on; before it the model's alone (not scored:
-        the store is not searched for it). Each query's search is its own, so the scored losses are the
-        same bytes whatever `scored_from` is."""
+        the store is not searched for it). Each query is searched on its own, so the scored losses are the
+        same bytes whatever `scored_from` is (tests/test_lm.py checks it)."""
         hidden = self.model.hidden(windows[:, :-1])
         n, targets = len(windows), windows[:, 1:].long()
         probs = torch.softmax(self.model.logits(hidden), dim=2)
