@@ -71,13 +71,13 @@ def load_results(learners: list[str], directory: Path = RESULTS_DIR) -> list[Tes
     return merged
 
 
-def missing_results(learners: list[str], lm_learners: list[str],
-                    directory: Path = RESULTS_DIR) -> list[tuple[Path, str]]:
+def missing_results(learners: list[str], lm_learners: list[str]) -> list[tuple[Path, str]]:
     """(result file, the stage that writes it) for each result the pipeline owes the report and lacks: every
-    test of Tests 1-5 for every learner, the untrained-encoder column, Test 6 for every text learner."""
-    owed = [(directory / test / f"{n}.json", f"evaluate_{test}@{n}") for test in TEST_ORDER for n in learners]
-    owed.append((directory / "transfer" / "random.json", "evaluate_transfer_random"))
-    owed += [(directory / "lm" / f"{n}.json", f"lm_evaluate@{n}") for n in lm_learners]
+    test of Tests 1-5 for every learner and reference column, Test 6 for every text learner."""
+    owed = [(results_path(test, n), f"evaluate_{test}@{n}") for test in TEST_ORDER for n in learners]
+    owed += [(results_path(test, column), f"evaluate_{test}_{column}")
+             for test, columns in REFERENCE_COLUMNS.items() for column in columns]
+    owed += [(results_path("lm", n), f"lm_evaluate@{n}") for n in lm_learners]
     return [(path, stage) for path, stage in owed if not path.exists()]
 
 
