@@ -10,10 +10,11 @@ import time
 
 from tqdm import tqdm
 
-from dualmem import paths
-from dualmem.cli import run_stage
+from dualmem.core import paths
+from dualmem.core.cli import run_stage
+from dualmem.core.errors import ParamsError
+from dualmem.core.tracking import StageTracker
 from dualmem.data.splits import STREAMS
-from dualmem.errors import ParamsError
 from dualmem.runner import (
     build_learner,
     learner_config,
@@ -26,7 +27,6 @@ from dualmem.runner import (
     sleeping_learners,
     stream_seeds,
 )
-from dualmem.tracking import StageTracker
 
 
 def main(params: dict, args: argparse.Namespace) -> None:

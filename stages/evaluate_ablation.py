@@ -7,15 +7,15 @@ from __future__ import annotations
 import _interpreter  # noqa: F401  (first: re-executes under the project's .venv if needed)
 import argparse
 
-from dualmem.cli import evaluation_stage, learner_argument, run_stage
-from dualmem.errors import ParamsError
+from dualmem.core.cli import evaluation_stage, learner_argument, run_stage
+from dualmem.core.errors import ParamsError
+from dualmem.core.results import evaluation_outputs
+from dualmem.core.tracking import StageTracker
 from dualmem.evals.ablation import LEARNER, SECTION, AblationParams, run_ablation
 from dualmem.evals.fewshot import FewshotParams
 from dualmem.evals.novelty import NoveltyParams
 from dualmem.evals.recall_protocol import RecallParams
-from dualmem.results import evaluation_outputs
 from dualmem.runner import learner_config, prepared_dataset
-from dualmem.tracking import StageTracker
 
 
 def main(params: dict, args: argparse.Namespace) -> None:

@@ -8,11 +8,11 @@ import argparse
 
 from tqdm import tqdm
 
-from dualmem.cli import evaluation_stage, learner_argument, run_stage
+from dualmem.core.cli import evaluation_stage, learner_argument, run_stage
+from dualmem.core.results import evaluation_outputs
+from dualmem.core.tracking import StageTracker
 from dualmem.evals.continual import STREAM, ContinualResult, collect_results, evaluate_learner
-from dualmem.results import evaluation_outputs
 from dualmem.runner import learner_section, open_stream, prepared_dataset, stream_seeds
-from dualmem.tracking import StageTracker
 
 
 def track(tracker: StageTracker, params: dict, result: ContinualResult) -> None:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import _interpreter  # noqa: F401  (first: re-executes under the project's .venv if needed)
 import argparse
 
-from dualmem.cli import evaluation_stage, learner_argument, run_stage
+from dualmem.core.cli import evaluation_stage, learner_argument, run_stage
+from dualmem.core.results import evaluation_outputs
+from dualmem.core.tracking import StageTracker
 from dualmem.evals.fewshot import SECTION, FewshotParams, run_fewshot
-from dualmem.results import evaluation_outputs
 from dualmem.runner import learner_config, prepared_dataset, stream_seeds
-from dualmem.tracking import StageTracker
 
 
 def main(params: dict, args: argparse.Namespace) -> None:

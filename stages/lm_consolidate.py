@@ -8,11 +8,11 @@ import argparse
 
 from tqdm import tqdm
 
-from dualmem.cli import learner_argument, run_stage
-from dualmem.errors import ParamsError
+from dualmem.core.cli import learner_argument, run_stage
+from dualmem.core.errors import ParamsError
+from dualmem.core.tracking import StageTracker
 from dualmem.lm.pipeline import LM_MODELS, LMParams, checked_name, run_sleep
 from dualmem.lm.text_learner import text_learner_class
-from dualmem.tracking import StageTracker
 
 
 def main(params: dict, args: argparse.Namespace) -> None:

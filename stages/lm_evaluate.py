@@ -8,11 +8,11 @@ import argparse
 
 from tqdm import tqdm
 
-from dualmem.cli import learner_argument, run_stage
+from dualmem.core.cli import learner_argument, run_stage
+from dualmem.core.results import evaluation_outputs, memory_bytes
+from dualmem.core.tracking import StageTracker
 from dualmem.lm.evaluation import collect, evaluate, evaluation_windows, lm_metrics
 from dualmem.lm.pipeline import LMParams, checked_name
-from dualmem.results import evaluation_outputs, memory_bytes
-from dualmem.tracking import StageTracker
 
 
 def main(params: dict, args: argparse.Namespace) -> None:

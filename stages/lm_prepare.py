@@ -7,7 +7,7 @@ import _interpreter  # noqa: F401  (first: re-executes under the project's .venv
 import argparse
 import json
 
-from dualmem.cli import run_stage
+from dualmem.core.cli import run_stage
 from dualmem.lm.corpora import prepare_corpora
 from dualmem.lm.pipeline import TEXT_DIR, LMParams
 

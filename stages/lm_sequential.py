@@ -9,9 +9,9 @@ import time
 
 from tqdm import tqdm
 
-from dualmem.cli import learner_argument, run_stage
+from dualmem.core.cli import learner_argument, run_stage
+from dualmem.core.tracking import StageTracker
 from dualmem.lm.pipeline import LM_MODELS, LMParams, checked_name, run_wake
-from dualmem.tracking import StageTracker
 
 
 def main(params: dict, args: argparse.Namespace) -> None:

@@ -9,9 +9,9 @@ import time
 
 from tqdm import tqdm
 
-from dualmem.cli import run_stage
+from dualmem.core.cli import run_stage
+from dualmem.core.tracking import StageTracker
 from dualmem.lm.pipeline import LM_MODELS, LMParams, base_path, domains, save, train_base
-from dualmem.tracking import StageTracker
 
 
 def main(params: dict, args: argparse.Namespace) -> None:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dualmem import paths
-from dualmem.cli import run_stage
+from dualmem.core import paths
+from dualmem.core.cli import run_stage
+from dualmem.core.errors import DataError
 from dualmem.data.prepared import prepared_file, resize_codes, save_dataset
 from dualmem.data.sources import FASHION_INSTALL, DataParams, Dataset, load_fashion_mnist, load_source
 from dualmem.data.splits import ProtocolParams, make_manifest, stream_seeds, write_manifest
-from dualmem.errors import DataError
 from dualmem.validate import validate_params
 
 OUTPUTS = [paths.PREPARED_DIR]

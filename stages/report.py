@@ -10,14 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from dualmem.cli import run_stage
-from dualmem.errors import DataError
-from dualmem.paths import REPORTS_DIR
+from dualmem.core.cli import run_stage
+from dualmem.core.errors import DataError
+from dualmem.core.paths import REPORTS_DIR
+from dualmem.core.tracking import ChildRun, StageTracker, fail_fast_http, publish_spool, tracking_uri
 from dualmem.plot_data import plot_tables
 from dualmem.plots import plot_all
 from dualmem.report import ReportSpec, load_results, markdown, missing_results, write_csv, write_plot_tables
 from dualmem.report_supplements import ablation_section, lm_learners, lm_section, load_ablation, load_lm
-from dualmem.tracking import ChildRun, StageTracker, fail_fast_http, publish_spool, tracking_uri
 
 SUMMARY_MD = REPORTS_DIR / "summary.md"
 SUMMARY_CSV = REPORTS_DIR / "summary.csv"
@@ -34,7 +34,7 @@ def publish_or_warn() -> None:
     except Exception as exc:  # noqa: BLE001 - whatever the store raised, the results are already safe
         print(f"warning: MLflow at {tracking_uri()} did not take the runs ({type(exc).__name__}); they stay in "
               f".dualmem/spool/; fix: start the tracking server or set MLFLOW_TRACKING_URI, then run "
-              f"`python -m dualmem.tracking`", file=sys.stderr)
+              f"`python -m dualmem.core.tracking`", file=sys.stderr)
 
 
 def main(params: dict, args: argparse.Namespace) -> None:

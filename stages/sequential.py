@@ -10,8 +10,9 @@ import time
 
 from tqdm import tqdm
 
-from dualmem import paths
-from dualmem.cli import run_stage
+from dualmem.core import paths
+from dualmem.core.cli import run_stage
+from dualmem.core.tracking import StageTracker
 from dualmem.data.splits import STREAMS
 from dualmem.runner import (
     build_learner,
@@ -24,7 +25,6 @@ from dualmem.runner import (
     stream_seeds,
 )
 from dualmem.throughput import bare_samples_per_second
-from dualmem.tracking import StageTracker
 
 
 def main(params: dict, args: argparse.Namespace) -> None:

@@ -8,12 +8,12 @@ import argparse
 
 from tqdm import tqdm
 
-from dualmem import paths
-from dualmem.cli import run_stage
+from dualmem.core import paths
+from dualmem.core.cli import run_stage
+from dualmem.core.tracking import StageTracker
 from dualmem.data.splits import STREAMS
 from dualmem.encoders import EncoderParams, save_encoder, train_stream_encoder
 from dualmem.runner import open_stream, prepared_dataset, stream_seeds
-from dualmem.tracking import StageTracker
 
 
 def main(params: dict, args: argparse.Namespace) -> None:

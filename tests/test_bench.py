@@ -14,10 +14,10 @@ from dualmem.bench import BenchConfig
 from dualmem.bench.memory import memory_bench, pq_min_keys, probe_set, tune_nprobe
 from dualmem.bench.report import bench_markdown
 from dualmem.bench.stages import by_kind, by_learner, stage_records
+from dualmem.core.errors import ParamsError
+from dualmem.core.params import Section, load_params
 from dualmem.encoders import new_encoder
-from dualmem.errors import ParamsError
 from dualmem.knn_index import ExactIndex, IndexConfig, make_index
-from dualmem.params import Section, load_params
 from dualmem.tiny import project_root
 
 

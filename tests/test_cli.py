@@ -1,4 +1,4 @@
-"""What every stage shares (`dualmem.cli.run_stage`): its record for `make bench`, safe when queue workers
+"""What every stage shares (`dualmem.core.cli.run_stage`): its record for `make bench`, safe when queue workers
 run the same stage at once, and its thread counts taken from `run.threads`, not from the machine or shell."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 import yaml
 from threadpoolctl import threadpool_limits
 
-from dualmem import cli
-from dualmem.seeding import THREAD_VARIABLES
+from dualmem.core import cli
+from dualmem.core.seeding import THREAD_VARIABLES
 
 
 def _write_records(args: tuple[str, int, bool]) -> str:
@@ -74,7 +74,7 @@ import json, sys
 import sklearn.linear_model  # Test 4's probe: scikit-learn's OpenMP and SciPy's BLAS loaded, as in its stage
 import torch
 from threadpoolctl import threadpool_info
-from dualmem.seeding import set_threads
+from dualmem.core.seeding import set_threads
 if sys.argv[1] == "set":
     set_threads({"run": {"threads": 1}})
 print(json.dumps([torch.get_num_threads(), *[p["num_threads"] for p in threadpool_info()]]))

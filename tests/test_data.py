@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dualmem.core.errors import DataError
 from dualmem.data import sources
 from dualmem.data.prepared import load_dataset, resize_codes, save_dataset
 from dualmem.data.splits import ProtocolParams, make_manifest
-from dualmem.errors import DataError
 
 
 def test_mnist_checksum_shapes_and_class_counts():

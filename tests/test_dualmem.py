@@ -13,8 +13,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from dualmem.core.errors import ParamsError
+from dualmem.core.params import Section
 from dualmem.encoders import EncoderParams, random_affine, train_stream_encoder
-from dualmem.errors import ParamsError
 from dualmem.evals.recall import age_curve
 from dualmem.evals.recall_memory import knn_recall
 from dualmem.evals.recall_protocol import RecallParams, make_recall_stream
@@ -28,7 +29,6 @@ from dualmem.learners.common.readouts import (
     shot_calibration,
 )
 from dualmem.memory.episodic import EpisodicMemory, round_to_storage
-from dualmem.params import Section
 
 from .conftest import digits_stream, perturb_classes
 from .test_leakage import state_tensors

@@ -10,16 +10,16 @@ import pytest
 import torch
 import yaml
 
+from dualmem.core.errors import LeakageError, ParamsError
+from dualmem.core.params import Section
 from dualmem.data.sources import Dataset
 from dualmem.data.splits import ProtocolParams, make_manifest
 from dualmem.data.stream import Stream
 from dualmem.encoders import Encoder
-from dualmem.errors import LeakageError, ParamsError
 from dualmem.evals.fewshot import EpisodeSampler, FewshotParams, evaluate_learner
 from dualmem.learners import Learner, LearnerContext, learner_class
 from dualmem.learners.common.base import check_unrevealed
 from dualmem.learners.common.readouts import HeadFit, fit_heads
-from dualmem.params import Section
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())

@@ -16,12 +16,12 @@ import pytest
 import torch
 import yaml
 
-from dualmem import paths
+from dualmem.core import paths
+from dualmem.core.errors import DataError
+from dualmem.core.integrity import digest_path
 from dualmem.data.prepared import load_dataset, prepared_file, save_dataset
 from dualmem.data.sources import Dataset
 from dualmem.encoders import EncoderParams, load_encoder, new_encoder, save_encoder
-from dualmem.errors import DataError
-from dualmem.integrity import digest_path
 from dualmem.lm import pipeline
 from dualmem.runner import load_learner_state, read_state, save_state
 from dualmem.tiny import project_root
@@ -245,13 +245,14 @@ def test_a_stage_meeting_an_altered_prepared_array_fails_in_one_line(tmp_path, t
 
 
 def test_a_stage_reading_an_altered_learner_state_fails_in_one_line(tmp_path, tiny_params, monkeypatch):
-    """A real process: a stage (the stage contract of dualmem.cli.run_stage) reading an altered wake state."""
+    """A real process: a stage (the stage contract of dualmem.core.cli.run_stage) reading an altered wake state."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     state = paths.wake_state_path("continual", "finetune", 0, 0)
     save_state(StubLearner(), state)
     flip_marker_weight(state)
-    script = ("from pathlib import Path\nfrom dualmem.cli import run_stage\nfrom dualmem.runner import read_state\n"
+    script = ("from pathlib import Path\nfrom dualmem.core.cli import run_stage\n"
+              "from dualmem.runner import read_state\n"
               f"run_stage(lambda params, args: read_state(Path({str(state)!r})), lambda args: [], "
               "stage='consolidate@finetune-continual')\n")
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from dualmem.core.errors import LeakageError
+from dualmem.core.params import Section
 from dualmem.encoders import EncoderParams, train_stream_encoder
-from dualmem.errors import LeakageError
 from dualmem.learners import LearnerContext, available, learner_class
-from dualmem.params import Section
 
 from .conftest import digits_stream, perturb_classes
 

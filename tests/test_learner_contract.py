@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+from dualmem.core.params import Section
 from dualmem.encoders import EncoderParams, train_stream_encoder
 from dualmem.evals.recall_protocol import RecallParams, make_recall_stream
 from dualmem.learners import Learner, LearnerContext, available, learner_class
 from dualmem.learners.common.readouts import Episodes, HeadFit
 from dualmem.learners.finetune import FinetuneLearner
-from dualmem.params import Section
 
 from .conftest import digits_stream
 

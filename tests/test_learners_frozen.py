@@ -12,13 +12,13 @@ import pytest
 import torch
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
+from dualmem.core.params import Section
 from dualmem.data.sources import Dataset
 from dualmem.encoders import new_encoder
 from dualmem.evals.recall_protocol import RecallParams, make_recall_stream
 from dualmem.learners import LearnerContext, learner_class
 from dualmem.learners.common.readouts import Episodes, HeadFit
 from dualmem.learners.slda import StreamingLDA
-from dualmem.params import Section
 
 from .conftest import digits_stream
 

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dualmem.core.params import Section
 from dualmem.encoders import Encoder, EncoderParams, train_stream_encoder
 from dualmem.learners import LearnerContext, learner_class
 from dualmem.learners.ewc import linear_layers, per_item_sq_grads
 from dualmem.learners.lwf import distillation
-from dualmem.params import Section
 
 from .conftest import digits_stream
 

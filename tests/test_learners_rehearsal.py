@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from dualmem.core.params import Section
 from dualmem.encoders import EncoderParams, train_stream_encoder
 from dualmem.learners import learner_class
 from dualmem.learners.common.base import LearnerContext
 from dualmem.learners.common.readouts import Episodes, HeadFit
 from dualmem.learners.icarl import herding
-from dualmem.params import Section
 
 from .conftest import digits_stream
 

@@ -9,11 +9,11 @@ import io
 import pytest
 import torch
 
+from dualmem.core.params import Section
 from dualmem.encoders import new_encoder
 from dualmem.learners import LearnerContext, learner_class
 from dualmem.learners.agem import project
 from dualmem.learners.common.base import Learner
-from dualmem.params import Section
 
 from .conftest import digits_stream
 

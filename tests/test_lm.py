@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from dualmem.errors import DataError, LeakageError, ParamsError
+from dualmem.core.errors import DataError, LeakageError, ParamsError
 from dualmem.lm import corpora
 from dualmem.lm.corpora import CorpusParams, cut_slices, read_source, strip_yaml_header
 from dualmem.lm.evaluation import lm_metrics

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from dualmem.core.stats import paired_gap, summarize
 from dualmem.metrics import (
     average_accuracy_curve,
     backward_transfer,
@@ -8,7 +9,6 @@ from dualmem.metrics import (
     forgetting,
     retention,
 )
-from dualmem.stats import paired_gap, summarize
 
 # After task 0: task 0 at 0.9. After task 1: task 0 dropped to 0.45, task 1 at 0.8.
 # After task 2: task 0 at 0.3, task 1 at 0.4, task 2 at 1.0.

@@ -11,13 +11,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch.nn import functional as F
 
+from dualmem.core.errors import LeakageError, ParamsError
+from dualmem.core.params import Section
 from dualmem.data.sources import Dataset
 from dualmem.data.stream import Stream
 from dualmem.detection_metrics import auroc, detection_metrics, fpr_at_tpr, mean_roc, roc_points
-from dualmem.errors import LeakageError, ParamsError
 from dualmem.evals.novelty import NoveltyParams, evaluate_learner, far_ood_sets, novelty_scores, result_rows
 from dualmem.learners import Learner, learner_class
-from dualmem.params import Section
 from tests.test_fewshot import (  # noqa: F401 (fixtures)
     DIM,
     TINY,

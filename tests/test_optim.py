@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dualmem.optim import Adam
+from dualmem.core.optim import Adam
 
 
 def train(make_optimiser, steps: int = 25) -> list[torch.Tensor]:
@@ -39,8 +39,8 @@ def test_adam_is_bitwise_torchs_fused_adam() -> None:
 
 def test_training_and_determinism_do_not_import_the_compiler() -> None:
     code = ("import sys, torch\n"
-            "from dualmem.optim import adam\n"
-            "from dualmem.seeding import set_global_determinism\n"
+            "from dualmem.core.optim import adam\n"
+            "from dualmem.core.seeding import set_global_determinism\n"
             "set_global_determinism()\n"
             "assert torch.are_deterministic_algorithms_enabled()\n"
             "p = torch.zeros(3, requires_grad=True)\n"

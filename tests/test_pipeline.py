@@ -184,7 +184,7 @@ def test_forced_rerun_is_bitwise_identical(tiny_repo):
 
 def test_an_unreachable_tracking_store_costs_no_result(tiny_repo):
     """MLflow down: the report stage still writes its outputs and exits 0, with one warning line naming the
-    URI; the runs stay spooled for `python -m dualmem.tracking`."""
+    URI; the runs stay spooled for `python -m dualmem.core.tracking`."""
     import subprocess
 
     env = {**tool_env(tiny_repo), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}

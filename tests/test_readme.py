@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dualmem.errors import ParamsError
+from dualmem.core.errors import ParamsError
 from dualmem.tiny import git_env, project_root
 from dualmem.validate import validate_params
 

@@ -12,8 +12,12 @@ import pytest
 import torch
 
 from dualmem import runner
+from dualmem.core.errors import LeakageError, ParamsError
+from dualmem.core.params import Section
+from dualmem.core.results import TestResults as Results  # not `Test*`: pytest would collect it
+from dualmem.core.results import merge, results_path
+from dualmem.core.seeding import seeded_generator
 from dualmem.encoders import Encoder, new_encoder
-from dualmem.errors import LeakageError, ParamsError
 from dualmem.evals import recall
 from dualmem.evals.recall import age_curve, run_recall
 from dualmem.evals.recall_memory import knn_recall, prefix_knn_predictions
@@ -21,11 +25,7 @@ from dualmem.evals.recall_networks import offline_recall, online_recall
 from dualmem.evals.recall_protocol import RecallParams, corrupt, make_recall_stream
 from dualmem.learners import Learner, LearnerContext, learner_class
 from dualmem.memory.episodic import EpisodicMemory
-from dualmem.params import Section
 from dualmem.plot_data import recall_tables
-from dualmem.results import TestResults as Results  # not `Test*`: pytest would collect it
-from dualmem.results import merge, results_path
-from dualmem.seeding import seeded_generator
 
 from .conftest import SMALL_LEARNERS
 from .test_fewshot import Snapshot

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dualmem.errors import ParamsError
+from dualmem.core.errors import ParamsError
+from dualmem.core.results import Row, TestResults, merge
 from dualmem.report import ReportSpec, best_other, literature_verdict, markdown, table_rows
 from dualmem.report_supplements import ablation_section
-from dualmem.results import Row, TestResults, merge
 from dualmem.tiny import project_root
 
 SPEC = ReportSpec(["finetune", "joint", "er", "big", "dualmem"], ("dualmem", "finetune"), ["joint"])
@@ -41,7 +41,7 @@ def test_a_params_change_with_equal_numbers_still_changes_the_results_file(tmp_p
     """DVC's run cache skips a stage whose inputs it has seen: if a new experiment's results were the
     bytes of an earlier one's, its report stage (and that pipeline's MLflow report run) would be skipped.
     The results file records the params that produced it; the same params write the same bytes."""
-    from dualmem.results import results_path
+    from dualmem.core.results import results_path
 
     monkeypatch.chdir(tmp_path)
     written = {}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dualmem import tracking
-from dualmem.tracking import ChildRun, StageTracker
+from dualmem.core import tracking
+from dualmem.core.tracking import ChildRun, StageTracker
 
 
 def test_default_uri_is_the_real_repo_root(tmp_path, monkeypatch):

@@ -10,8 +10,11 @@ import pytest
 import torch
 
 from dualmem import runner
+from dualmem.core.errors import LeakageError, ParamsError
+from dualmem.core.params import Section
+from dualmem.core.results import TestResults as Results  # not `Test*`: pytest would collect it
+from dualmem.core.results import merge, metrics_path, results_path
 from dualmem.encoders import new_encoder
-from dualmem.errors import LeakageError, ParamsError
 from dualmem.evals import transfer
 from dualmem.evals.transfer import (
     TransferParams,
@@ -23,10 +26,7 @@ from dualmem.evals.transfer import (
 )
 from dualmem.learners import LearnerContext, learner_class
 from dualmem.learners.common.base import check_unrevealed
-from dualmem.params import Section
 from dualmem.plot_data import transfer_tables
-from dualmem.results import TestResults as Results  # not `Test*`: pytest would collect it
-from dualmem.results import merge, metrics_path, results_path
 
 from .conftest import SMALL_LEARNERS
 from .test_fewshot import Snapshot

@@ -18,12 +18,12 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from dualmem.core.errors import LeakageError
+from dualmem.core.integrity import read_checked, rerun_fix, write_checked
+from dualmem.core.optim import adam
+from dualmem.core.params import Section
+from dualmem.core.seeding import derive_seed, seeded_generator
 from dualmem.data.stream import Stream
-from dualmem.errors import LeakageError
-from dualmem.integrity import read_checked, rerun_fix, write_checked
-from dualmem.optim import adam
-from dualmem.params import Section
-from dualmem.seeding import derive_seed, seeded_generator
 
 ENCODER_MODES = ("first_task", "random")
 ENCODE_BATCH = 4096  # rows per forward pass when encoding a whole set (one batch of this size = the same numbers)
@@ -166,7 +166,7 @@ def encoder_stage(path: Path) -> str:
 
 
 def load_encoder(path: Path) -> tuple[Encoder, list[int]]:
-    from dualmem.errors import DataError
+    from dualmem.core.errors import DataError
 
     if not path.exists():
         raise DataError(f"encoder {path} is missing; fix: run `dvc repro train_encoder`")

@@ -33,8 +33,8 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
-from dualmem.errors import ParamsError
-from dualmem.params import Section, param, parse_config
+from dualmem.core.errors import ParamsError
+from dualmem.core.params import Section, param, parse_config
 
 BACKENDS = ("exact", "faiss_flat", "faiss_ivf", "faiss_ivfpq")
 PQ_BITS = (4, 8)
@@ -153,7 +153,7 @@ class FaissIndex:
         try:
             import faiss
         except ImportError as exc:
-            from dualmem.errors import DataError
+            from dualmem.core.errors import DataError
 
             raise DataError(f"backend {cfg.backend!r} needs faiss; fix: {FAISS_INSTALL}") from exc
         self.faiss, self.dim, self.cfg = faiss, dim, cfg

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from dualmem.core.results import TestResults, memory_bytes
+from dualmem.core.stats import summarize
 from dualmem.detection_metrics import mean_roc
-from dualmem.results import TestResults, memory_bytes
-from dualmem.stats import summarize
 
 Table = tuple[list[str], list[list[object]]]
 

@@ -10,11 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dualmem.core.results import TestResults, memory_bytes  # noqa: E402
+from dualmem.core.stats import summarize  # noqa: E402
 from dualmem.metrics import average_accuracy_curve  # noqa: E402
 from dualmem.plot_data import size_variants  # noqa: E402
 from dualmem.plots_openworld import PLOTTERS as OPENWORLD_PLOTTERS  # noqa: E402
-from dualmem.results import TestResults, memory_bytes  # noqa: E402
-from dualmem.stats import summarize  # noqa: E402
 
 
 def _runs_by_learner(results: TestResults) -> dict[str, list[np.ndarray]]:

@@ -11,9 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dualmem.core.results import TestResults  # noqa: E402
+from dualmem.core.stats import summarize  # noqa: E402
 from dualmem.detection_metrics import mean_roc  # noqa: E402
-from dualmem.results import TestResults  # noqa: E402
-from dualmem.stats import summarize  # noqa: E402
 
 
 def _mean_ci(by_seed: dict[str, float]) -> tuple[float, float]:

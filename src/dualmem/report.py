@@ -11,12 +11,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from dualmem.errors import ParamsError
+from dualmem.core.errors import ParamsError
+from dualmem.core.params import Section
+from dualmem.core.paths import RESULTS_DIR
+from dualmem.core.results import Row, TestResults, memory_bytes, merge, results_path
+from dualmem.core.stats import Summary, paired_gap, summarize
 from dualmem.literature import references_for
-from dualmem.params import Section
-from dualmem.paths import RESULTS_DIR
-from dualmem.results import Row, TestResults, memory_bytes, merge, results_path
-from dualmem.stats import Summary, paired_gap, summarize
 
 TEST_ORDER = ["continual", "fewshot", "novelty", "transfer", "recall"]
 SUPPLEMENTS = ("ablation", "lm")  # results/<test>/ rendered as their own sections (report_supplements.py)

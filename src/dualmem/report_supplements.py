@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dualmem.core.paths import RESULTS_DIR
+from dualmem.core.results import TestResults, memory_bytes, merge
+from dualmem.core.stats import summarize
 from dualmem.literature import references_for
-from dualmem.paths import RESULTS_DIR
 from dualmem.report import ReportSpec, comparison_lines, fmt, table_rows
-from dualmem.results import TestResults, memory_bytes, merge
-from dualmem.stats import summarize
 
 ABLATION_FILE = RESULTS_DIR / "ablation" / "dualmem.json"
 

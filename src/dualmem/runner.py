@@ -8,17 +8,17 @@ from typing import Any
 
 import torch
 
-from dualmem import paths
+from dualmem.core import paths
+from dualmem.core.errors import DataError, ParamsError
+from dualmem.core.integrity import read_checked, rerun_fix, write_checked
+from dualmem.core.params import Section
 from dualmem.data.prepared import load_dataset, prepared_file
 from dualmem.data.sources import Dataset
 from dualmem.data.splits import read_manifest, stream_seeds  # noqa: F401 (stages take it from here)
 from dualmem.data.stream import Stream
 from dualmem.encoders import load_encoder
-from dualmem.errors import DataError, ParamsError
-from dualmem.integrity import read_checked, rerun_fix, write_checked
 from dualmem.learners import Learner, LearnerContext, available, learner_class
 from dualmem.learners.common.base import check_unrevealed
-from dualmem.params import Section
 
 
 def learner_names(params: dict) -> list[str]:

@@ -22,9 +22,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from dualmem.errors import DataError, UserError
-from dualmem.paths import repo_root
-from dualmem.tracking import EXPERIMENT
+from dualmem.core.errors import DataError, UserError
+from dualmem.core.paths import repo_root
+from dualmem.core.tracking import EXPERIMENT
 
 PG_INSTALL = "apt-get install postgresql (Debian), then run `make server` again"
 DB_USER, DB_NAME = "dualmem", "mlflow"

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dualmem.core.optim import adam
+from dualmem.core.seeding import seeded_generator
 from dualmem.encoders import Encoder
-from dualmem.optim import adam
-from dualmem.seeding import seeded_generator
 
 
 def bare_samples_per_second(encoder: Encoder, n_classes: int, batch_size: int, steps: int = 100) -> float:

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 import yaml
 
+from dualmem.core.params import load_params
+from dualmem.core.seeding import set_threads
 from dualmem.detection_metrics import auroc
 from dualmem.evals.fewshot import FewshotParams, evaluate_learner
 from dualmem.learners import Learner
-from dualmem.params import load_params
 from dualmem.runner import build_learner, open_stream, stream_seeds
-from dualmem.seeding import set_threads
 
 LEARNER = "dualmem"
 

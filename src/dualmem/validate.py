@@ -10,10 +10,12 @@ import difflib
 import sys
 
 from dualmem.bench import BenchConfig
+from dualmem.core.errors import ParamsError, UserError
+from dualmem.core.params import KeyAudit, Section, load_params
+from dualmem.core.seeding import run_threads
 from dualmem.data.sources import DataParams
 from dualmem.data.splits import ProtocolParams, stream_seeds
 from dualmem.encoders import EncoderParams
-from dualmem.errors import ParamsError, UserError
 from dualmem.evals.ablation import AblationParams
 from dualmem.evals.fewshot import FewshotParams
 from dualmem.evals.novelty import NoveltyParams
@@ -21,10 +23,8 @@ from dualmem.evals.recall_protocol import RecallParams
 from dualmem.evals.transfer import TransferParams
 from dualmem.learners import available
 from dualmem.lm.pipeline import LMParams
-from dualmem.params import KeyAudit, Section, load_params
 from dualmem.report import ReportSpec
 from dualmem.runner import learner_config, learner_names, memory_budget, sleeping_learners
-from dualmem.seeding import run_threads
 
 
 def parse_every_section(params: dict) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dualmem.core.params import Section
 from dualmem.knn_index import BACKENDS, IndexConfig
-from dualmem.params import Section
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,13 @@ from dualmem.bench.learners import throughput_bench
 from dualmem.bench.memory import memory_bench, pq_min_keys, tune_nprobe
 from dualmem.bench.report import bench_markdown, plot_memory, table
 from dualmem.bench.stages import stage_records
+from dualmem.core.errors import UserError
+from dualmem.core.params import load_params
+from dualmem.core.paths import REPORTS_DIR, repo_root
+from dualmem.core.tracking import ChildRun, StageTracker, publish_spool
 from dualmem.encoders import EncoderParams
-from dualmem.errors import UserError
 from dualmem.evals.recall_protocol import RecallParams
-from dualmem.params import load_params
-from dualmem.paths import REPORTS_DIR, repo_root
 from dualmem.runner import learner_names, prepared_dataset
-from dualmem.tracking import ChildRun, StageTracker, publish_spool
 from dualmem.validate import validate_params
 
 REFERENCE_DIR = Path(".dualmem") / "reference"  # where `make reference` runs the reference profile

@@ -33,10 +33,10 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from dualmem.core.seeding import seeded_generator
 from dualmem.encoders import Encoder, new_encoder
 from dualmem.evals.recall_protocol import corrupt
 from dualmem.knn_index import MIN_KEYS_PER_CENTROID, FaissIndex, IndexConfig, make_index
-from dualmem.seeding import seeded_generator
 
 CHUNK = 65_536
 PROBE_STREAMS = {"report": "bench-probes", "validation": "bench-probes-validation"}

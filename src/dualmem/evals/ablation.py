@@ -19,9 +19,11 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from tqdm import tqdm
 
+from dualmem.core.errors import ParamsError
+from dualmem.core.params import Section
+from dualmem.core.results import Row, TestResults
 from dualmem.data.stream import Stream
 from dualmem.encoders import EncoderParams, train_stream_encoder
-from dualmem.errors import ParamsError
 from dualmem.evals.continual import accuracy
 from dualmem.evals.fewshot import FewshotParams
 from dualmem.evals.fewshot import evaluate_learner as fewshot_metrics
@@ -30,8 +32,6 @@ from dualmem.evals.novelty import evaluate_learner as novelty_metrics
 from dualmem.evals.recall_protocol import RecallParams, make_recall_stream
 from dualmem.learners import Learner, LearnerContext, learner_class
 from dualmem.metrics import continual_metrics
-from dualmem.params import Section
-from dualmem.results import Row, TestResults
 from dualmem.runner import learner_config, memory_budget, open_stream, stream_seeds
 
 SECTION = "evaluate_ablation"

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dualmem.core.results import Row, TestResults
 from dualmem.data.stream import Stream
 from dualmem.learners import Learner
 from dualmem.metrics import average_accuracy_curve, continual_metrics
-from dualmem.results import Row, TestResults
 from dualmem.runner import build_learner, final_state_path, load_learner_state
 
 STREAM = "continual"

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dualmem.core.errors import ParamsError
+from dualmem.core.params import Section
+from dualmem.core.results import Row, TestResults
 from dualmem.data.stream import Stream
-from dualmem.errors import ParamsError
 from dualmem.learners import Learner
 from dualmem.learners.common.base import check_unrevealed
 from dualmem.learners.common.readouts import Episodes, HeadFit
-from dualmem.params import Section
-from dualmem.results import Row, TestResults
 from dualmem.runner import open_stream, post_stream_learner, stream_seeds
 
 STREAM = "openworld"

@@ -19,17 +19,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dualmem.core.errors import ParamsError
+from dualmem.core.params import Section
+from dualmem.core.results import Row, TestResults
+from dualmem.core.seeding import seeded_generator
 from dualmem.data.prepared import as_float, load_auxiliary
 from dualmem.data.sources import Dataset
 from dualmem.data.stream import Stream
 from dualmem.detection_metrics import detection_metrics, roc_points
-from dualmem.errors import ParamsError
 from dualmem.learners import Learner
 from dualmem.learners.common.base import check_unrevealed
-from dualmem.params import Section
-from dualmem.results import Row, TestResults
 from dualmem.runner import open_stream, post_stream_learner, stream_seeds
-from dualmem.seeding import seeded_generator
 
 STREAM = "openworld"
 SECTION = "evaluate_novelty"

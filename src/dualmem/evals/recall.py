@@ -23,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
+from dualmem.core.results import Row, TestResults
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, make_recall_stream
 from dualmem.learners.common.base import check_unrevealed
-from dualmem.results import Row, TestResults
 from dualmem.runner import open_stream, post_stream_learner, stream_seeds
 
 STREAM = "openworld"

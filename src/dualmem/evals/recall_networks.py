@@ -15,10 +15,10 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from dualmem.core.optim import Adam, adam
+from dualmem.core.seeding import derive_seed, seeded_generator
 from dualmem.encoders import Encoder
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
-from dualmem.optim import Adam, adam
-from dualmem.seeding import derive_seed, seeded_generator
 
 
 def new_network(encoder: Encoder, n_targets: int, seed: int) -> tuple[Encoder, nn.Linear]:

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from dualmem.params import Section
-from dualmem.seeding import derive_seed, seeded_generator
+from dualmem.core.params import Section
+from dualmem.core.seeding import derive_seed, seeded_generator
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
+from dualmem.core.params import Section
+from dualmem.core.results import Row, TestResults
+from dualmem.core.seeding import derive_seed
 from dualmem.data.prepared import as_float, load_auxiliary
 from dualmem.data.sources import Dataset
 from dualmem.data.stream import Stream
 from dualmem.encoders import EncoderParams, new_encoder
-from dualmem.params import Section
-from dualmem.results import Row, TestResults
 from dualmem.runner import open_stream, post_stream_learner, stream_seeds
-from dualmem.seeding import derive_seed
 
 STREAM = "openworld"
 RANDOM = "random"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from dualmem.discovery import discovered_class, module_names
+from dualmem.core.discovery import discovered_class, module_names
 from dualmem.learners.common.base import Learner, LearnerContext
 
 PACKAGE_DIR = Path(__file__).parent

@@ -25,14 +25,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dualmem.core.params import param
+from dualmem.core.seeding import seeded_generator
 from dualmem.data.stream import Task
 from dualmem.evals.recall_networks import online_recall
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.base import LearnerContext, parameter_cost
 from dualmem.learners.common.buffer import Buffer
 from dualmem.learners.common.head import HeadConfig, HeadLearner
-from dualmem.params import param
-from dualmem.seeding import seeded_generator
 
 
 @dataclass(frozen=True)

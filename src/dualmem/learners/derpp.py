@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from dualmem.core.params import param
 from dualmem.learners.common.head import HeadConfig
 from dualmem.learners.common.replay import ReplayLearner
-from dualmem.params import param
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from dualmem.core.errors import ParamsError
+from dualmem.core.optim import adam
+from dualmem.core.params import param
+from dualmem.core.seeding import derive_seed, seeded_generator
 from dualmem.data.stream import Task
 from dualmem.encoders import ENCODE_BATCH, random_affine
-from dualmem.errors import ParamsError
 from dualmem.evals.recall_memory import knn_recall
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.base import LABEL_BYTES, Learner, LearnerContext, parameter_cost
@@ -52,9 +55,6 @@ from dualmem.learners.common.readouts import (
 )
 from dualmem.memory.episodic import KEY_STORAGE, EpisodicMemory, stored_key_bytes
 from dualmem.memory.semantic import SemanticMemory
-from dualmem.optim import adam
-from dualmem.params import param
-from dualmem.seeding import derive_seed, seeded_generator
 
 CALIBRATION_PROBES = 2000
 SSL_PROJECTION = 128  # SimCLR (Chen et al. 2020): projection width and NT-Xent temperature

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from dualmem.core.optim import adam
+from dualmem.core.params import param
 from dualmem.data.stream import Task
 from dualmem.learners.common.base import LearnerContext, parameter_cost
 from dualmem.learners.common.buffer import Buffer
 from dualmem.learners.common.head import HeadConfig, HeadLearner
-from dualmem.optim import adam
-from dualmem.params import param
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from dualmem.core.params import param
 from dualmem.data.stream import Task
 from dualmem.learners.common.base import LearnerContext, parameter_cost
 from dualmem.learners.common.head import HeadConfig, HeadLearner
 from dualmem.learners.common.readouts import Episodes, HeadFit
-from dualmem.params import param
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from dualmem.core.params import param
 from dualmem.data.stream import Task
 from dualmem.evals.recall_networks import offline_recall
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.base import LearnerContext
 from dualmem.learners.common.head import HeadConfig, HeadLearner
-from dualmem.params import param
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from dualmem.core.params import param
 from dualmem.evals.recall_memory import knn_recall
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.base import LABEL_BYTES, Learner, LearnerContext
 from dualmem.learners.common.readouts import Episodes, HeadFit, added_shots_scores, fresh_memory_scores
 from dualmem.memory.episodic import EpisodicMemory
-from dualmem.params import param
 
 
 @dataclass(frozen=True)

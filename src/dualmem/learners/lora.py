@@ -33,15 +33,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dualmem.core.optim import Adam, adam
+from dualmem.core.params import param
+from dualmem.core.seeding import seeded_generator
 from dualmem.data.stream import Task
 from dualmem.encoders import Encoder
 from dualmem.evals.recall_networks import online_recall
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.base import Learner, LearnerContext, parameter_cost
 from dualmem.learners.common.head import HeadConfig
-from dualmem.optim import Adam, adam
-from dualmem.params import param
-from dualmem.seeding import seeded_generator
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dualmem.core.params import param
 from dualmem.data.stream import Task
 from dualmem.learners.common.base import LearnerContext
 from dualmem.learners.common.head import HeadConfig, HeadLearner
-from dualmem.params import param
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from dualmem.core.params import param
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.base import Learner, LearnerContext, parameter_cost
 from dualmem.learners.common.readouts import Episodes, HeadFit
-from dualmem.params import param
 
 
 @dataclass(frozen=True)

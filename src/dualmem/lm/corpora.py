@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dualmem.errors import DataError, ParamsError
-from dualmem.params import Section
+from dualmem.core.errors import DataError, ParamsError
+from dualmem.core.params import Section
 
 CHUNK = 2048
 SLICES = ("train", "validation", "test")

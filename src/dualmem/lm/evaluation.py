@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dualmem.core.results import Row, TestResults
 from dualmem.lm.corpora import load_slices
 from dualmem.lm.pipeline import TEXT_DIR, LMParams, build, final_state_path, load
 from dualmem.lm.text_learner import TextLearner
-from dualmem.results import Row, TestResults
 
 TEST_LABEL = "6 Domain sequence (byte-level LM)"
 ROWS = [Row(TEST_LABEL, "final_bpb", "Bits per byte, final average (lower is better)", False),

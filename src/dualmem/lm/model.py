@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dualmem.errors import ParamsError
-from dualmem.params import Section
+from dualmem.core.errors import ParamsError
+from dualmem.core.params import Section
 
 VOCAB = 256
 LINEARS = ("qkv", "proj", "fc1", "fc2")

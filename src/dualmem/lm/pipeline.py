@@ -18,8 +18,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from dualmem.errors import DataError, ParamsError
-from dualmem.integrity import read_checked, rerun_fix, write_checked
+from dualmem.core.errors import DataError, ParamsError
+from dualmem.core.integrity import read_checked, rerun_fix, write_checked
+from dualmem.core.optim import adam
+from dualmem.core.params import Section
+from dualmem.core.seeding import derive_seed
 from dualmem.lm.corpora import CorpusParams, load_slices
 from dualmem.lm.model import ByteLM, ModelParams, window_losses
 from dualmem.lm.text_learner import (
@@ -31,9 +34,6 @@ from dualmem.lm.text_learner import (
     parse_text_config,
     text_learner_class,
 )
-from dualmem.optim import adam
-from dualmem.params import Section
-from dualmem.seeding import derive_seed
 
 TEXT_DIR = Path("data") / "text"
 LM_MODELS = Path("models") / "lm"

@@ -25,12 +25,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from dualmem.discovery import discovered_class, module_names
-from dualmem.errors import LeakageError, ParamsError
+from dualmem.core.discovery import discovered_class, module_names
+from dualmem.core.errors import LeakageError, ParamsError
+from dualmem.core.optim import Adam, adam
+from dualmem.core.params import Section, parse_config
+from dualmem.core.seeding import seeded_generator
 from dualmem.lm.model import ByteLM, window_losses
-from dualmem.optim import Adam, adam
-from dualmem.params import Section, parse_config
-from dualmem.seeding import seeded_generator
 
 LEARNERS_DIR = Path(__file__).parent / "learners"
 

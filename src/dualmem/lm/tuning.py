@@ -12,10 +12,10 @@ import sys
 
 import numpy as np
 
+from dualmem.core.params import load_params
+from dualmem.core.seeding import set_threads
 from dualmem.lm.evaluation import bits_per_byte, evaluation_windows, lm_metrics
 from dualmem.lm.pipeline import LMParams, build, domains
-from dualmem.params import load_params
-from dualmem.seeding import set_threads
 from dualmem.tuning import with_overrides
 
 

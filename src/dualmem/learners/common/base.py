@@ -16,7 +16,7 @@ Defaults here need only `features` and `proba_from_features`; `HeadLearner` (com
 head-based rules, and a memory-based learner overrides only what differs.
 
 Hyperparameters: each learner declares `Config`, a dataclass of its `learners.<name>` section (fields
-made with `dualmem.params.param`), parsed and validated once by `parse`.
+made with `dualmem.core.params.param`), parsed and validated once by `parse`.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from dualmem.core.errors import LeakageError, ParamsError
+from dualmem.core.params import Section, parse_config
 from dualmem.data.stream import Task
 from dualmem.encoders import Encoder, check_classes
-from dualmem.errors import LeakageError, ParamsError
 from dualmem.evals.recall_memory import knn_recall
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.readouts import Episodes, HeadFit, fit_heads
-from dualmem.params import Section, parse_config
 
 LABEL_BYTES = 8  # an int64 label per stored item
 

@@ -20,14 +20,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dualmem.core.optim import Adam, adam
+from dualmem.core.params import param
+from dualmem.core.seeding import derive_seed, seeded_generator
 from dualmem.data.stream import Task
 from dualmem.evals.recall_networks import online_recall
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.learners.common.base import Learner, LearnerContext, parameter_cost
 from dualmem.learners.common.readouts import Episodes, HeadFit, fit_heads, known_negatives
-from dualmem.optim import Adam, adam
-from dualmem.params import param
-from dualmem.seeding import derive_seed, seeded_generator
 
 KNOWN_NEGATIVES = 50  # kept items per class of K that the new rows of U are fit against
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from dualmem.core.optim import adam
 from dualmem.memory.episodic import EpisodicMemory
-from dualmem.optim import adam
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from dualmem.core.seeding import seeded_generator
 from dualmem.learners.common.base import LearnerContext, parameter_cost
 from dualmem.learners.common.buffer import Buffer
 from dualmem.learners.common.head import HeadLearner
-from dualmem.seeding import seeded_generator
 
 
 class ReplayLearner(HeadLearner):

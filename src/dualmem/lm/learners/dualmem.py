@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from dualmem.core.optim import adam
+from dualmem.core.params import param
+from dualmem.core.seeding import seeded_generator
 from dualmem.lm.text_learner import Domain, TextBuffer, TextContext, TextLearner
-from dualmem.optim import adam
-from dualmem.params import param
-from dualmem.seeding import seeded_generator
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
+from dualmem.core.seeding import seeded_generator
 from dualmem.lm.model import window_losses
 from dualmem.lm.text_learner import Domain, TextContext, TextLearner
-from dualmem.seeding import seeded_generator
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
+from dualmem.core.params import param
+from dualmem.core.seeding import derive_seed
 from dualmem.lm.model import Adapters, n_params, window_losses
 from dualmem.lm.text_learner import Domain, TextContext, TextLearner
-from dualmem.params import param
-from dualmem.seeding import derive_seed
 
 
 @dataclass(frozen=True)

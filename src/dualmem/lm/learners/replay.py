@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
+from dualmem.core.params import param
+from dualmem.core.seeding import seeded_generator
 from dualmem.lm.model import window_losses
 from dualmem.lm.text_learner import Domain, TextBuffer, TextContext, TextLearner
-from dualmem.params import param
-from dualmem.seeding import seeded_generator
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.special import stdtrit  # Student-t quantile; lighter to import than scipy.stats
 
 
 @dataclass(frozen=True)
@@ -30,6 +29,8 @@ def summarize(values: Sequence[float]) -> Summary:
     mean = float(x.mean())
     if n == 1:
         return Summary(mean, 0.0, 0.0, float("nan"), 1)
+    from scipy.special import stdtrit  # Student-t quantile; imported here: 0.4 s that most stages never need
+
     std = float(x.std(ddof=1))
     sem = std / np.sqrt(n)
     return Summary(mean, std, float(sem), float(stdtrit(n - 1, 0.975) * sem), n)

@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dualmem.errors import UserError
-from dualmem.params import load_params
-from dualmem.paths import repo_root
-from dualmem.seeding import set_global_determinism, set_threads
+from dualmem.core.errors import UserError
+from dualmem.core.params import load_params
+from dualmem.core.paths import repo_root
+from dualmem.core.seeding import set_global_determinism, set_threads
 
 
 def remove_outputs(outputs: Sequence[Path]) -> None:
@@ -66,7 +66,7 @@ def record_stage(stage: str, status: str, seconds: float) -> None:
 
 
 def mark_pipeline_failed(stage: str, reason: str) -> None:
-    from dualmem.tracking import fail_pipeline
+    from dualmem.core.tracking import fail_pipeline
 
     try:
         fail_pipeline(stage, reason)

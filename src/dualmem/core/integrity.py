@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from dualmem.errors import DataError
+from dualmem.core.errors import DataError
 
 DIGEST_SUFFIX = ".sha256"
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")

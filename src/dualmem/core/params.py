@@ -17,7 +17,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from dualmem.errors import ParamsError
+from dualmem.core.errors import ParamsError
 
 DEFAULT_PARAMS = Path("params.yaml")
 T = TypeVar("T")

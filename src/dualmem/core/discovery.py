@@ -8,7 +8,7 @@ import importlib
 from pathlib import Path
 from typing import TypeVar
 
-from dualmem.errors import ParamsError
+from dualmem.core.errors import ParamsError
 
 T = TypeVar("T")
 

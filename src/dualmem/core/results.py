@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dualmem.params import params_hash
-from dualmem.paths import METRICS_DIR, RESULTS_DIR
-from dualmem.stats import summarize
+from dualmem.core.params import params_hash
+from dualmem.core.paths import METRICS_DIR, RESULTS_DIR
+from dualmem.core.stats import summarize
 
 
 @dataclass

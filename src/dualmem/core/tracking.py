@@ -7,7 +7,7 @@
   <repo root>/.dualmem/spool/<pipeline key>/ — no MLflow import, so a stage pays nothing for
   tracking. `publish_spool()` logs every spooled run to MLflow in one process, under an exclusive
   file lock (parallel `dvc queue` workers neither corrupt the SQLite database nor lose runs), and
-  removes what it logged; the report stage calls it, `python -m dualmem.tracking` does it by hand
+  removes what it logged; the report stage calls it, `python -m dualmem.core.tracking` does it by hand
   (e.g. after `dvc repro <one stage>`). A stage's results never wait on the tracking store.
 - "One pipeline execution" = one `dvc` process: every stage it spawns finds the same parent run,
   keyed by that process's pid and start time. Its status tells the truth: a stage that fails spools a
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dualmem.params import params_hash
-from dualmem.paths import repo_root
+from dualmem.core.params import params_hash
+from dualmem.core.paths import repo_root
 
 EXPERIMENT = "dualmem"
 PIPELINE_KEY_TAG = "dualmem.pipeline_key"

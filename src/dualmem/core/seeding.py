@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from threadpoolctl import threadpool_limits
 
-from dualmem.params import Section
+from dualmem.core.params import Section
 
 
 def derive_seed(*parts: object) -> int:
