@@ -17,10 +17,10 @@ from dualmem.core.params import Section
 from dualmem.core.results import TestResults as Results  # not `Test*`: pytest would collect it
 from dualmem.core.results import merge, results_path
 from dualmem.core.seeding import seeded_generator
-from dualmem.encoders import Encoder, new_encoder
+from dualmem.encoders import ENCODE_BATCH, Encoder, new_encoder
 from dualmem.evals import recall
 from dualmem.evals.recall import age_curve, run_recall
-from dualmem.evals.recall_memory import knn_recall, prefix_knn_predictions
+from dualmem.evals.recall_memory import LazyFeatures, knn_recall, prefix_knn_predictions
 from dualmem.evals.recall_networks import offline_recall, online_recall
 from dualmem.evals.recall_protocol import RecallParams, corrupt, make_recall_stream
 from dualmem.learners import Learner, LearnerContext, learner_class
@@ -82,11 +82,28 @@ def test_prefix_readout_equals_fresh_memories(k: int, candidates: int) -> None:
     full = EpisodicMemory(24, 8, k=k, temperature=0.1)
     full.write(keys, labels)
     sizes = [50, 200, 600]
-    preds = prefix_knn_predictions(full, queries, sizes, candidates, chunk=128)
+    preds = prefix_knn_predictions(full, LazyFeatures(lambda x: x, queries), sizes, candidates, chunk=128)
     for n in sizes:
         fresh = EpisodicMemory(24, 8, k=k, temperature=0.1)
         fresh.write(keys[:n], labels[:n])
         assert torch.equal(preds[n], fresh.read(queries[:n]).probs.argmax(1)), n
+
+
+def test_lazy_features_are_the_blocks_of_one_call_and_hold_one_block() -> None:
+    """Test 5 reads query features a slice at a time: each slice must be the same numbers as the slice of
+    one call on every row (encoders work ENCODE_BATCH rows per pass), and only one block is kept."""
+    encoder = new_encoder(N_IN, [16], 0)
+    x = torch.rand(2 * ENCODE_BATCH + 300, N_IN, generator=torch.Generator().manual_seed(1))
+    whole, lazy = encoder.encode(x), LazyFeatures(encoder.encode, x)
+    for start, stop in [(0, 100), (ENCODE_BATCH - 50, ENCODE_BATCH + 50), (100, 2 * ENCODE_BATCH + 300),
+                        (2 * ENCODE_BATCH, 2 * ENCODE_BATCH + 999)]:
+        assert torch.equal(lazy.rows(start, stop), whole[start:stop]), (start, stop)
+        assert lazy.cached is not None and len(lazy.cached[1]) <= ENCODE_BATCH
+
+    def centred(rows: torch.Tensor) -> torch.Tensor:  # control: a statistic over all the rows it is given
+        return rows - rows.mean(0)
+
+    assert not torch.equal(LazyFeatures(centred, x).rows(0, 100), centred(x)[:100])
 
 
 def test_untrained_guesser_near_chance() -> None:

@@ -11,23 +11,46 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from dualmem.encoders import ENCODE_BATCH
 from dualmem.evals.recall_protocol import RecallOutcome, RecallParams, RecallStream
 from dualmem.memory.episodic import EpisodicMemory
 
+Features = Callable[[torch.Tensor], torch.Tensor]
+
+
+class LazyFeatures:
+    """features(x), computed a block of ENCODE_BATCH rows at a time when a slice asks for it, and never
+    held whole: the same numbers as one call on all of x (which encodes in the same blocks), without
+    its N x d buffer (237 MB for the dual memory's keys or queries at N = 50,000)."""
+
+    def __init__(self, features: Features, x: torch.Tensor) -> None:
+        self.features, self.x = features, x
+        self.cached: tuple[int, torch.Tensor] | None = None
+
+    def block(self, b: int) -> torch.Tensor:
+        if self.cached is None or self.cached[0] != b:
+            self.cached = (b, self.features(self.x[b * ENCODE_BATCH : (b + 1) * ENCODE_BATCH]))
+        return self.cached[1]
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        stop = min(stop, len(self.x))
+        parts = [self.block(b)[max(start - b * ENCODE_BATCH, 0) : stop - b * ENCODE_BATCH]
+                 for b in range(start // ENCODE_BATCH, (stop - 1) // ENCODE_BATCH + 1)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
 
 @torch.no_grad()
-def prefix_knn_predictions(memory: EpisodicMemory, queries: torch.Tensor, sizes: list[int],
+def prefix_knn_predictions(memory: EpisodicMemory, queries: LazyFeatures, sizes: list[int],
                            candidates: int, chunk: int,
                            progress: bool = False) -> dict[int, torch.Tensor]:
     """For each N in sizes: the readout of a memory holding the first N stored items, for the
     first N queries (features; normalised here) — as `EpisodicMemory(first N).read(...)`."""
     keys, labels = memory.keys, memory.labels
-    queries = F.normalize(queries.float(), dim=1)
     search = keys.bfloat16() if candidates else keys
     preds = {n: torch.empty(n, dtype=torch.long) for n in sizes}
     starts = range(0, sizes[-1], chunk)
     for start in tqdm(starts, desc="episodic", disable=not progress, leave=False):
-        q = queries[start : start + chunk]
+        q = F.normalize(queries.rows(start, start + chunk).float(), dim=1)
         sims = q.to(search.dtype) @ search[: sizes[-1]].T
         for n in (n for n in sizes if n > start):
             rows = min(len(q), n - start)
@@ -45,18 +68,22 @@ def prefix_knn_predictions(memory: EpisodicMemory, queries: torch.Tensor, sizes:
     return preds
 
 
-def knn_recall(features: Callable[[torch.Tensor], torch.Tensor], rs: RecallStream, cfg: RecallParams,
+def knn_recall(features: Features, rs: RecallStream, cfg: RecallParams,
                budget: int | None = None, temperature: float = 0.05, progress: bool = False,
                storage: str = "float32") -> RecallOutcome:
     """Recall from a fresh episodic memory of `features` holding at most `budget` items (None = all),
     its keys kept in `storage`."""
-    keys = features(rs.cues)
-    queries = features(rs.queries)
+    keys, queries = LazyFeatures(features, rs.cues), LazyFeatures(features, rs.queries)
     recall, correct = {}, np.zeros(0, dtype=bool)
 
     def fresh(n: int) -> EpisodicMemory:
-        memory = EpisodicMemory(keys.shape[1], cfg.n_targets, cfg.k, temperature, budget, storage)
-        memory.write(keys[:n], rs.targets[:n])  # every item written once, in stream order
+        """The first n items written once each, in stream order, a block at a time. Over the budget, what
+        block-wise writes keep is what one write keeps (tests/test_recall.py), and no N x d buffer of
+        keys is ever held."""
+        memory = EpisodicMemory(keys.rows(0, 1).shape[1], cfg.n_targets, cfg.k, temperature, budget, storage)
+        for start in range(0, n, ENCODE_BATCH):
+            stop = min(start + ENCODE_BATCH, n)
+            memory.write(keys.rows(start, stop), rs.targets[start:stop])
         return memory
 
     if budget is None:  # the memory for N is the first N items of the memory for the largest N
@@ -68,8 +95,8 @@ def knn_recall(features: Callable[[torch.Tensor], torch.Tensor], rs: RecallStrea
         for n in rs.sizes:
             memory = fresh(n)
             step = cfg.query_batch
-            chunks = [queries[i : min(i + step, n)] for i in range(0, n, step)]
-            preds[n] = torch.cat([memory.read(q).probs.argmax(1) for q in chunks])
+            preds[n] = torch.cat([memory.read(queries.rows(i, min(i + step, n))).probs.argmax(1)
+                                  for i in range(0, n, step)])
     for n in rs.sizes:
         hits = (preds[n] == rs.targets[:n]).numpy()
         recall[n], correct = float(hits.mean()), hits
