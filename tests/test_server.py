@@ -22,7 +22,8 @@ from dualmem.tiny import tool_env
 from .conftest import copy_of
 
 pytestmark = pytest.mark.slow
-LEARNING_RATES = ("0.002", "0.003", "0.004", "0.005")  # none the baseline's (0.001)
+LEARNING_RATES = ("0.02", "0.03", "0.04", "0.05")  # none the baseline's (0.01)
+SWEPT = "evaluate_fewshot.head.lr"  # reruns Test 2 for every learner, then the report: 4 stages a pipeline
 
 
 def free_port() -> int:
@@ -50,7 +51,7 @@ def queued_experiments(repo: Path, env: dict[str, str]) -> None:
     def dvc(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True, check=True)
 
-    dvc("exp", "run", "--queue", "-S", f"learners.finetune.lr={','.join(LEARNING_RATES)}")
+    dvc("exp", "run", "--queue", "-S", f"{SWEPT}={','.join(LEARNING_RATES)}")
     dvc("queue", "start", "-j", "2")
     deadline = time.time() + 600
     while time.time() < deadline:
@@ -99,10 +100,11 @@ def test_queued_workers_share_one_tracking_server(server, tiny_baseline, tmp_pat
         names = [c.info.run_name for c in mine]
         assert len(names) == len(set(names)), "a run was logged twice"
         stages = {c.data.tags["dvc.stage"] for c in mine}
-        assert {"sequential@finetune-continual", "evaluate_continual@finetune", "report"} <= stages, (
-            f"parent {parent}: {sorted(stages)}\n{worker_warnings(repo)}")
-        assert not any(s.startswith(("sequential@joint", "sequential@dualmem")) for s in stages)
-        rates |= {v for c in mine for k, v in c.data.params.items() if k.endswith("finetune.lr")}
+        fewshot = {f"evaluate_fewshot@{name}" for name in ("finetune", "joint", "dualmem")}
+        assert fewshot | {"report"} <= stages, f"parent {parent}: {sorted(stages)}\n{worker_warnings(repo)}"
+        assert not {s for s in stages if s.startswith(("sequential", "consolidate", "evaluate"))} - fewshot
+        assert sum(c.data.tags["dvc.stage"] in fewshot for c in mine) >= 3  # runs per learner and seed
+        rates |= {v for c in mine for k, v in c.data.params.items() if k == SWEPT}
     assert rates == set(LEARNING_RATES)
-    assert yaml.safe_load((repo / "params.yaml").read_text())["learners"]["finetune"]["lr"] == 0.001
+    assert yaml.safe_load((repo / "params.yaml").read_text())["evaluate_fewshot"]["head"]["lr"] == 0.01
     assert os.path.isdir(Path(server.root) / ".dualmem" / "server-artifacts")
