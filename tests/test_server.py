@@ -23,7 +23,7 @@ from .conftest import copy_of
 
 pytestmark = pytest.mark.slow
 LEARNING_RATES = ("0.02", "0.03", "0.04", "0.05")  # none the baseline's (0.01)
-SWEPT = "evaluate_fewshot.head.lr"  # reruns Test 2 for every learner, then the report: 4 stages a pipeline
+SWEPT = "evaluate_fewshot.head.lr"  # reruns Test 2 for every learner and the ablation (its few-shot head), then the report
 
 
 def free_port() -> int:
@@ -69,6 +69,13 @@ def worker_warnings(repo: Path) -> str:
     return "\n".join(lines[-20:]) or "(no tracking warnings in the queue logs)"
 
 
+def stages_reading(repo: Path, key: str) -> set[str]:
+    """The stages of dvc.lock with a params dep on `key` of params.yaml or on a section holding it."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {name for name, stage in lock.items()
+            if any(key == dep or key.startswith(f"{dep}.") for dep in stage.get("params", {}).get("params.yaml", {}))}
+
+
 def test_queued_workers_share_one_tracking_server(server, tiny_baseline, tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -95,6 +102,8 @@ def test_queued_workers_share_one_tracking_server(server, tiny_baseline, tmp_pat
     by_parent = {p.info.run_id: [c for c in children if c.data.tags["mlflow.parentRunId"] == p.info.run_id]
                  for p in parents}
     assert sum(len(v) for v in by_parent.values()) == len(children)  # no orphan
+    readers = stages_reading(repo, SWEPT)  # the few-shot stages and the ablation, which reuses their head
+    assert {f"evaluate_fewshot@{name}" for name in ("finetune", "joint", "dualmem")} <= readers
     rates = set()
     for parent, mine in by_parent.items():
         names = [c.info.run_name for c in mine]
@@ -102,7 +111,7 @@ def test_queued_workers_share_one_tracking_server(server, tiny_baseline, tmp_pat
         stages = {c.data.tags["dvc.stage"] for c in mine}
         fewshot = {f"evaluate_fewshot@{name}" for name in ("finetune", "joint", "dualmem")}
         assert fewshot | {"report"} <= stages, f"parent {parent}: {sorted(stages)}\n{worker_warnings(repo)}"
-        assert not {s for s in stages if s.startswith(("sequential", "consolidate", "evaluate"))} - fewshot
+        assert not {s for s in stages if s.startswith(("sequential", "consolidate", "evaluate"))} - readers
         assert sum(c.data.tags["dvc.stage"] in fewshot for c in mine) >= 3  # runs per learner and seed
         rates |= {v for c in mine for k, v in c.data.params.items() if k == SWEPT}
     assert rates == set(LEARNING_RATES)
