@@ -4,10 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dualmem.core.errors import DataError
 from dualmem.data import sources
-from dualmem.data.prepared import load_dataset, resize_codes, save_dataset
+from dualmem.data.prepared import CodedImages, as_float, load_dataset, resize_codes, save_dataset
 from dualmem.data.splits import ProtocolParams, make_manifest
 
 
@@ -101,6 +102,19 @@ def test_codes_made_in_blocks_equal_one_pass(monkeypatch):
     assert np.array_equal(resize_codes(codes, 1 / 255, (28, 28), (8, 8), 1 / 16), expected)
     with pytest.raises(DataError, match="outside"):
         sources._to_codes(np.full((20, 4), 1.5, dtype=np.float32), 256)
+
+
+def test_coded_images_give_the_rows_of_the_whole_float_array_bitwise():
+    ds = sources.load_mnist()
+    whole = as_float(ds.x_train, ds.scale)
+    images = CodedImages(ds.x_train, ds.scale)
+    assert len(images) == len(whole) and images.shape == whole.shape
+    ids = np.random.default_rng(0).choice(len(whole), 1000, replace=False)
+    for index in (torch.from_numpy(ids), ids, slice(0, 7), slice(None, 1), 123):
+        rows = images[index]
+        assert rows.dtype == torch.float32 and torch.equal(rows, whole[index])
+    off_by_one = CodedImages(ds.x_train, ds.scale * (1 + 2**-20))  # control: a scale one ulp-ish away
+    assert not torch.equal(off_by_one[torch.from_numpy(ids)], whole[torch.from_numpy(ids)])
 
 
 def test_manifest_partitions_classes_and_holds_out_novel():

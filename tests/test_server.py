@@ -23,7 +23,7 @@ from .conftest import copy_of
 
 pytestmark = pytest.mark.slow
 LEARNING_RATES = ("0.02", "0.03", "0.04", "0.05")  # none the baseline's (0.01)
-SWEPT = "evaluate_fewshot.head.lr"  # reruns Test 2 for every learner and the ablation (its few-shot head), then the report
+SWEPT = "evaluate_fewshot.head.lr"  # reruns Test 2 for every learner, the ablation (its few-shot head), the report
 
 
 def free_port() -> int:

@@ -51,6 +51,31 @@ def as_float(codes: np.ndarray, scale: float) -> torch.Tensor:
     return torch.from_numpy(codes.astype(np.float32) * np.float32(scale))
 
 
+class CodedImages:
+    """A dataset's images held as their uint8 codes (1 byte a pixel, not float32's 4): indexing returns
+    the selected rows as float32 (`as_float`), bitwise equal to those rows of the whole converted array,
+    since the conversion is elementwise."""
+
+    def __init__(self, codes: np.ndarray, scale: float) -> None:
+        self.codes = codes
+        self.scale = scale
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size(self.codes.shape)
+
+    def __getitem__(self, index: int | slice | np.ndarray | torch.Tensor) -> torch.Tensor:
+        if isinstance(index, torch.Tensor):
+            index = index.numpy()
+        return as_float(self.codes[index], self.scale)
+
+
+Images = torch.Tensor | CodedImages  # what a learner may index for stored items' inputs
+
+
 def resize_codes(codes: np.ndarray, scale: float, src: tuple[int, int], dst: tuple[int, int],
                  dst_scale: float) -> np.ndarray:
     """Area-resize flat uint8 images from shape `src` to `dst` and re-quantise to dst's code scale,

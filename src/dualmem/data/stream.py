@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dualmem.data.prepared import as_float
+from dualmem.data.prepared import CodedImages
 from dualmem.data.sources import Dataset
 from dualmem.data.splits import STREAM_IDS, Manifest
 
@@ -52,9 +52,9 @@ class Stream:
         self.name = name
         self.spec = manifest.stream(name)
         self.seed = manifest.seed
-        self.x_train = as_float(dataset.x_train, dataset.scale)
+        self.x_train = CodedImages(dataset.x_train, dataset.scale)  # rows become float32 when indexed
         self.y_train = torch.from_numpy(dataset.y_train)
-        self.x_test = as_float(dataset.x_test, dataset.scale)
+        self.x_test = CodedImages(dataset.x_test, dataset.scale)
         self.y_test = torch.from_numpy(dataset.y_test)
 
     @property

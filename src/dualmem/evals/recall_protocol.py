@@ -10,6 +10,7 @@ import torch
 
 from dualmem.core.params import Section
 from dualmem.core.seeding import derive_seed, seeded_generator
+from dualmem.data.prepared import Images
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def corrupt(x: torch.Tensor, noise_std: float, dropout: float,
     return noisy
 
 
-def make_recall_stream(x_train: torch.Tensor, cfg: RecallParams, seed: int,
+def make_recall_stream(x_train: Images, cfg: RecallParams, seed: int,
                        notes: list[str] | None = None) -> RecallStream:
     n_avail = len(x_train)
     sizes = sorted({min(n, n_avail) for n in cfg.sizes})

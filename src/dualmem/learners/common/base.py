@@ -30,6 +30,7 @@ import torch
 
 from dualmem.core.errors import LeakageError, ParamsError
 from dualmem.core.params import Section, parse_config
+from dualmem.data.prepared import Images
 from dualmem.data.stream import Task
 from dualmem.encoders import Encoder, check_classes
 from dualmem.evals.recall_memory import knn_recall
@@ -48,7 +49,7 @@ class LearnerContext:
     encoder: Encoder
     n_classes: int
     seed: int
-    train_x: torch.Tensor
+    train_x: Images  # indexed by stored ids; rows come back as float32
     budget_bytes: int | None = None
 
     @property
