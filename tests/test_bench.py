@@ -237,7 +237,10 @@ def test_a_part_not_measured_here_is_kept_with_the_stamp_of_its_measurement():
     assert out["memory"] == [{"backend": "x"}] and out["measured"]["memory"] == "new machine, 2026-12-07"
     assert [(r["stage"], r["wall_seconds"]) for r in out["stages"]] == [("report", 1.0), ("prepare", 9.0)]
     assert "the 1 stage(s) run here" in out["measured"]["stages"] and "old, 2026-11-30" in out["measured"]["stages"]
-    assert out["reference_stages"] == previous["reference_stages"]
+    assert out["reference_stages"] == previous["reference_stages"]  # not run here: the last run kept whole
+    rerun = carry_over({"config": config, "measured": {}, "stages": [],
+                        "reference_stages": [stage_record("train_encoder", "2026-12-07T02")]}, previous)
+    assert [r["stage"] for r in rerun["reference_stages"]] == ["train_encoder"]  # never mixed with the old run
     other = carry_over({"config": {"probes": 10}, "measured": {}, "stages": [], "reference_stages": []}, previous)
     assert "memory" not in other  # measured with other settings: not carried as this configuration's figures
     md = bench_markdown({**out, "pq_min_keys": 9984, "memory": [], "throughput": []})

@@ -80,6 +80,8 @@ def carry_over(out: dict, previous: dict) -> dict:
             out[part] = previous[part]
             out["measured"][part] = stamps.get(part, LEGACY_STAMP)
     for key in ("stages", "reference_stages"):
+        if key == "reference_stages" and out[key]:
+            continue  # one `make reference` is one measurement: an older run's records never fill its gaps
         here = {r["stage"] for r in out[key]}
         kept = [r for r in previous.get(key, []) if r["stage"] not in here]
         out[key] = sorted(kept + out[key], key=lambda r: r["finished_at"])
