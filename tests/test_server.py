@@ -103,13 +103,13 @@ def test_queued_workers_share_one_tracking_server(server, tiny_baseline, tmp_pat
                  for p in parents}
     assert sum(len(v) for v in by_parent.values()) == len(children)  # no orphan
     readers = stages_reading(repo, SWEPT)  # the few-shot stages and the ablation, which reuses their head
-    assert {f"evaluate_fewshot@{name}" for name in ("finetune", "joint", "dualmem")} <= readers
+    fewshot = {f"evaluate_fewshot@{name}" for name in ("finetune", "joint", "dualmem")}
+    assert fewshot <= readers
     rates = set()
     for parent, mine in by_parent.items():
         names = [c.info.run_name for c in mine]
         assert len(names) == len(set(names)), "a run was logged twice"
         stages = {c.data.tags["dvc.stage"] for c in mine}
-        fewshot = {f"evaluate_fewshot@{name}" for name in ("finetune", "joint", "dualmem")}
         assert fewshot | {"report"} <= stages, f"parent {parent}: {sorted(stages)}\n{worker_warnings(repo)}"
         assert not {s for s in stages if s.startswith(("sequential", "consolidate", "evaluate"))} - readers
         assert sum(c.data.tags["dvc.stage"] in fewshot for c in mine) >= 3  # runs per learner and seed

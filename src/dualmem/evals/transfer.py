@@ -26,7 +26,7 @@ from tqdm import tqdm
 from dualmem.core.params import Section
 from dualmem.core.results import Row, TestResults
 from dualmem.core.seeding import derive_seed
-from dualmem.data.prepared import as_float, load_auxiliary
+from dualmem.data.prepared import CodedImages, Images, load_auxiliary
 from dualmem.data.sources import Dataset
 from dualmem.data.stream import Stream
 from dualmem.encoders import EncoderParams, new_encoder
@@ -83,7 +83,7 @@ def subsample(n: int, cap: int, seed: int, *parts: object) -> np.ndarray:
     return np.sort(rng.choice(n, size=cap, replace=False))
 
 
-def make_target(name: str, train: tuple[torch.Tensor, Labels], test: tuple[torch.Tensor, Labels],
+def make_target(name: str, train: tuple[Images, Labels], test: tuple[Images, Labels],
                 cfg: TransferParams, seed: int) -> Target:
     """The probe task `name`, subsampled to the caps, deterministically per seed."""
     y_train, y_test = np.asarray(train[1]), np.asarray(test[1])
@@ -95,11 +95,8 @@ def make_target(name: str, train: tuple[torch.Tensor, Labels], test: tuple[torch
 
 def make_code_target(name: str, data: Dataset, cfg: TransferParams, seed: int) -> Target:
     """`make_target` on a prepared dataset's uint8 codes: only the subsampled rows become floats."""
-    target = make_target(name, (torch.from_numpy(data.x_train), data.y_train),
-                         (torch.from_numpy(data.x_test), data.y_test), cfg, seed)
-    target.x_train = as_float(target.x_train.numpy(), data.scale)
-    target.x_test = as_float(target.x_test.numpy(), data.scale)
-    return target
+    return make_target(name, (CodedImages(data.x_train, data.scale), data.y_train),
+                       (CodedImages(data.x_test, data.scale), data.y_test), cfg, seed)
 
 
 def probe_accuracy(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray,
