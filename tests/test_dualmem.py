@@ -206,6 +206,31 @@ def test_generalised_prototypes_let_a_one_shot_class_win() -> None:
     assert (knn.argmax(1) == y)[novel].float().mean() < hits[novel].float().mean()
 
 
+def scores_read_no_other_query(score: object, episodes: Episodes) -> bool:
+    """An episode's first query scores the same when every other query of the episode is replaced."""
+    other = replace(episodes, query=torch.cat([episodes.query[:, :1], 5 + 3 * episodes.query[:, 1:]], dim=1))
+    return torch.allclose(score(episodes)[:, 0], score(other)[:, 0], atol=1e-6)
+
+
+def test_centred_prototypes_centre_on_stored_keys_only(digits, tiny_params, one_thread) -> None:
+    """`readout.centre: stored` (CL2N) subtracts the mean stored key, a statistic of revealed items, never
+    of the episode; positive control: centring on the episode's own queries (transductive) is caught."""
+    stream = digits_stream(digits, "openworld")
+    learner = dual_memory(stream, tiny_params, readout__centre="stored")
+    run_tasks(learner, stream, stream.n_tasks)
+    episodes, _ = overlapping_episodes(1, n_ep=5, dim=learner.key_dim)
+    episodes = replace(episodes, support=F.normalize(episodes.support, dim=-1),
+                       query=F.normalize(episodes.query, dim=-1))
+    centre = learner.episodic.keys.mean(0)
+    assert torch.allclose(learner.centred(episodes.query), F.normalize(episodes.query - centre, dim=-1))
+    assert not torch.allclose(learner.fewshot_scores(episodes, None), prototype_scores(episodes))
+    assert scores_read_no_other_query(lambda e: learner.fewshot_scores(e, None), episodes)
+
+    def transductive(e: Episodes) -> torch.Tensor:
+        return prototype_scores(e, centre=e.query.mean(dim=(0, 1)))
+    assert not scores_read_no_other_query(transductive, episodes)
+
+
 def test_dual_memory_novelty_scores_each_item_alone(digits, tiny_params, one_thread) -> None:
     """No transduction: an item's score is the same whether or not the other test set is scored beside it."""
     stream = digits_stream(digits, "openworld")

@@ -22,8 +22,9 @@ from dualmem.tiny import tool_env
 from .conftest import copy_of
 
 pytestmark = pytest.mark.slow
-LEARNING_RATES = ("0.02", "0.03", "0.04", "0.05")  # none the baseline's (0.01)
-SWEPT = "evaluate_fewshot.head.lr"  # reruns Test 2 for every learner, the ablation (its few-shot head), the report
+SWEEP = ("0.5", "2.0", "4.0", "8.0")  # none the baseline's (1.0)
+SWEPT = "evaluate_transfer.C"  # reruns Test 4's few cheap stages (every learner's and the random encoder's), the report
+TRANSFER = {f"evaluate_transfer@{name}" for name in ("finetune", "joint", "dualmem")}
 
 
 def free_port() -> int:
@@ -51,14 +52,14 @@ def queued_experiments(repo: Path, env: dict[str, str]) -> None:
     def dvc(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True, check=True)
 
-    dvc("exp", "run", "--queue", "-S", f"{SWEPT}={','.join(LEARNING_RATES)}")
+    dvc("exp", "run", "--queue", "-S", f"{SWEPT}={','.join(SWEEP)}")
     dvc("queue", "start", "-j", "2")
     deadline = time.time() + 600
     while time.time() < deadline:
         status = dvc("queue", "status").stdout
         if not any(word in status for word in ("Queued", "Running")):
             return
-        time.sleep(15)  # each `dvc queue status` costs seconds of CPU the two workers need
+        time.sleep(5)  # each `dvc queue status` costs about a second of CPU the two workers need
     raise AssertionError(f"queued experiments did not finish:\n{dvc('queue', 'status').stdout}")
 
 
@@ -96,24 +97,23 @@ def test_queued_workers_share_one_tracking_server(server, tiny_baseline, tmp_pat
     runs = client.search_runs([experiment.experiment_id], max_results=5000)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == len(LEARNING_RATES)  # one per queued pipeline
+    assert len(parents) == len(SWEEP)  # one per queued pipeline
     assert all(p.info.status == "FINISHED" and p.info.end_time for p in parents), [
         (p.data.tags.get("dvc.exp_name"), p.info.status) for p in parents]
     by_parent = {p.info.run_id: [c for c in children if c.data.tags["mlflow.parentRunId"] == p.info.run_id]
                  for p in parents}
     assert sum(len(v) for v in by_parent.values()) == len(children)  # no orphan
-    readers = stages_reading(repo, SWEPT)  # the few-shot stages and the ablation, which reuses their head
-    fewshot = {f"evaluate_fewshot@{name}" for name in ("finetune", "joint", "dualmem")}
-    assert fewshot <= readers
+    readers = stages_reading(repo, SWEPT)  # Test 4's stages
+    assert readers >= TRANSFER
     rates = set()
     for parent, mine in by_parent.items():
         names = [c.info.run_name for c in mine]
         assert len(names) == len(set(names)), "a run was logged twice"
         stages = {c.data.tags["dvc.stage"] for c in mine}
-        assert fewshot | {"report"} <= stages, f"parent {parent}: {sorted(stages)}\n{worker_warnings(repo)}"
+        assert TRANSFER | {"report"} <= stages, f"parent {parent}: {sorted(stages)}\n{worker_warnings(repo)}"
         assert not {s for s in stages if s.startswith(("sequential", "consolidate", "evaluate"))} - readers
-        assert sum(c.data.tags["dvc.stage"] in fewshot for c in mine) >= 3  # runs per learner and seed
+        assert sum(c.data.tags["dvc.stage"] in TRANSFER for c in mine) >= 3  # runs per learner and seed
         rates |= {v for c in mine for k, v in c.data.params.items() if k == SWEPT}
-    assert rates == set(LEARNING_RATES)
-    assert yaml.safe_load((repo / "params.yaml").read_text())["evaluate_fewshot"]["head"]["lr"] == 0.01
+    assert rates == set(SWEEP)
+    assert yaml.safe_load((repo / "params.yaml").read_text())["evaluate_transfer"]["C"] == 1.0
     assert os.path.isdir(Path(server.root) / ".dualmem" / "server-artifacts")

@@ -5,7 +5,8 @@ of the last task of K — data the stream reveals, never a class of U — play t
 training items are split in two halves, shots from one and queries from the other. Known-class queries
 are training items of the earlier tasks that the memory did not keep. No test item of any class and no
 item of U is read. On this view the Test 2 protocol runs unchanged (`evaluate_fewshot`, ways = the
-pseudo-novel classes) and the Test 3 score gives an AUROC of known against pseudo-novel items.
+pseudo-novel classes), the Test 3 score gives an AUROC of known against pseudo-novel items, and the
+learner's accuracy on the known-class items it did not keep stands in for Test 1 (`acc_known`).
 
 `python -m dualmem.tuning [--seeds N] [key=value ...]` prints these for params.yaml with the overrides
 (e.g. `learners.dualmem.encoder.feature_distill=0`); docs/PROTOCOL.md records what was chosen on it.
@@ -78,7 +79,9 @@ def validate(params: dict, seed: int, episodes: int) -> dict[str, float]:
     cfg = FewshotParams.from_params(params)
     cfg = replace(cfg, ways=len(view.held_out), episodes=episodes, gen_episodes=min(cfg.gen_episodes, episodes))
     metrics, _ = evaluate_learner(learner, view, cfg)
-    known = learner.novelty_from_features(learner.features(view.test_split(view.known)[0]))
+    known_x, known_y = view.test_split(view.known)
+    metrics["acc_known"] = float((learner.predict(known_x) == known_y).float().mean())
+    known = learner.novelty_from_features(learner.features(known_x))
     novel = learner.novelty_from_features(learner.features(view.test_split(view.held_out)[0]))
     labels = np.r_[np.zeros(len(known)), np.ones(len(novel))]
     metrics["auroc"] = auroc(labels, torch.cat([known, novel]).numpy())

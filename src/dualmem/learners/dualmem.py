@@ -53,7 +53,7 @@ from dualmem.learners.common.readouts import (
     prototypes_with_known,
     shot_calibration,
 )
-from dualmem.memory.episodic import KEY_STORAGE, EpisodicMemory, stored_key_bytes
+from dualmem.memory.episodic import KEY_STORAGE, EpisodicMemory, class_means, stored_key_bytes
 from dualmem.memory.semantic import SemanticMemory
 
 CALIBRATION_PROBES = 2000
@@ -103,6 +103,7 @@ class ReadoutConfig:
     fewshot: str = param("prototype", choices=("prototype", "knn"))  # new classes from shots
     generalised: str = param("prototype", choices=("prototype", "episodic", "full"))  # K ∪ U rule
     novelty_k: int = param(10, minimum=1)  # novelty = 1 - cosine similarity of the k-th nearest item
+    centre: str = param("none", choices=("none", "stored"))  # prototypes: CL2N by the mean stored key
 
 
 @dataclass(frozen=True)
@@ -291,9 +292,20 @@ class DualMemoryLearner(Learner):
     def proba_from_features(self, feats: torch.Tensor) -> torch.Tensor:
         return self.gated(self.episodic, feats)
 
+    def centred(self, keys: torch.Tensor) -> torch.Tensor:
+        """Keys as the prototype readouts compare them: with `readout.centre: stored`, minus
+        the mean of the stored keys (revealed items only; SimpleShot's CL2N) and L2-normalised again."""
+        if self.cfg.readout.centre == "none" or len(self.episodic) == 0:
+            return keys
+        return F.normalize(keys - self.episodic.keys.mean(0), dim=-1)
+
+    def centred_episodes(self, episodes: Episodes) -> Episodes:
+        return replace(episodes, support=self.centred(episodes.support), query=self.centred(episodes.query))
+
     @torch.no_grad()
     def fewshot_scores(self, episodes: Episodes, fit: HeadFit) -> torch.Tensor:
         """Nearest prototype of the shots, or the shots in a fresh episodic memory read by kNN."""
+        episodes = self.centred_episodes(episodes)
         if self.cfg.readout.fewshot == "prototype":
             return prototype_scores(episodes)
         return fresh_memory_scores(episodes, self.episodic.k, self.episodic.temperature)
@@ -306,9 +318,10 @@ class DualMemoryLearner(Learner):
         if rule == "prototype":
             shots = episodes.support.shape[1] // (episodes.n_way - len(known))
             generator = seeded_generator("dualmem-shot-calibration", self.ctx.seed, shots)
-            offset = shot_calibration(self.episodic.keys, self.episodic.labels, known, shots, generator)
-            return prototypes_with_known(self.episodic.class_means(known), episodes, len(known),
-                                         known_offset=offset)
+            keys = self.centred(self.episodic.keys)
+            offset = shot_calibration(keys, self.episodic.labels, known, shots, generator)
+            means = class_means(keys, self.episodic.labels, known, self.ctx.n_classes)
+            return prototypes_with_known(means, self.centred_episodes(episodes), len(known), known_offset=offset)
         return added_shots_scores(self.episodic, episodes, self.gated if rule == "full" else None)
 
     @torch.no_grad()

@@ -34,6 +34,12 @@ def round_to_storage(keys: torch.Tensor, storage: str) -> torch.Tensor:
     return keys
 
 
+def class_means(keys: torch.Tensor, labels: torch.Tensor, classes: list[int], n_classes: int) -> torch.Tensor:
+    """(len(classes), dim) mean of the keys of each class (zeros for a class with no key)."""
+    onehot = F.one_hot(labels, n_classes).float()[:, classes]
+    return (onehot.T @ keys) / onehot.sum(0).clamp_min(1).unsqueeze(1)
+
+
 @dataclass
 class Readout:
     probs: torch.Tensor  # (n, n_classes)
@@ -133,8 +139,7 @@ class EpisodicMemory:
 
     def class_means(self, classes: list[int]) -> torch.Tensor:
         """(len(classes), dim) mean stored key per class (zeros for a class with no item)."""
-        onehot = F.one_hot(self.labels, self.n_classes).float()[:, classes]
-        return (onehot.T @ self.keys) / onehot.sum(0).clamp_min(1).unsqueeze(1)
+        return class_means(self.keys, self.labels, classes, self.n_classes)
 
     def nbytes(self) -> int:
         """Bytes the memory holds: its stored keys plus an int64 label per item."""
