@@ -105,7 +105,7 @@ def test_queued_workers_share_one_tracking_server(server, tiny_baseline, tmp_pat
     assert sum(len(v) for v in by_parent.values()) == len(children)  # no orphan
     readers = stages_reading(repo, SWEPT)  # Test 4's stages
     assert readers >= TRANSFER
-    rates = set()
+    swept = set()
     for parent, mine in by_parent.items():
         names = [c.info.run_name for c in mine]
         assert len(names) == len(set(names)), "a run was logged twice"
@@ -113,7 +113,7 @@ def test_queued_workers_share_one_tracking_server(server, tiny_baseline, tmp_pat
         assert TRANSFER | {"report"} <= stages, f"parent {parent}: {sorted(stages)}\n{worker_warnings(repo)}"
         assert not {s for s in stages if s.startswith(("sequential", "consolidate", "evaluate"))} - readers
         assert sum(c.data.tags["dvc.stage"] in TRANSFER for c in mine) >= 3  # runs per learner and seed
-        rates |= {v for c in mine for k, v in c.data.params.items() if k == SWEPT}
-    assert rates == set(SWEEP)
+        swept |= {v for c in mine for k, v in c.data.params.items() if k == SWEPT}
+    assert swept == set(SWEEP)
     assert yaml.safe_load((repo / "params.yaml").read_text())["evaluate_transfer"]["C"] == 1.0
     assert os.path.isdir(Path(server.root) / ".dualmem" / "server-artifacts")
