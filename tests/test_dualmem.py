@@ -227,7 +227,9 @@ def test_centred_prototypes_centre_on_stored_keys_only(digits, tiny_params, one_
     assert scores_read_no_other_query(lambda e: learner.fewshot_scores(e, None), episodes)
 
     def transductive(e: Episodes) -> torch.Tensor:
-        return prototype_scores(e, centre=e.query.mean(dim=(0, 1)))
+        mean = e.query.mean(dim=(0, 1))
+        return prototype_scores(replace(e, support=F.normalize(e.support - mean, dim=-1),
+                                        query=F.normalize(e.query - mean, dim=-1)))
     assert not scores_read_no_other_query(transductive, episodes)
 
 

@@ -80,8 +80,9 @@ def validate(params: dict, seed: int, episodes: int) -> dict[str, float]:
     cfg = replace(cfg, ways=len(view.held_out), episodes=episodes, gen_episodes=min(cfg.gen_episodes, episodes))
     metrics, _ = evaluate_learner(learner, view, cfg)
     known_x, known_y = view.test_split(view.known)
-    metrics["acc_known"] = float((learner.predict(known_x) == known_y).float().mean())
-    known = learner.novelty_from_features(learner.features(known_x))
+    known_feats = learner.features(known_x)
+    metrics["acc_known"] = float((learner.proba_from_features(known_feats).argmax(1) == known_y).float().mean())
+    known = learner.novelty_from_features(known_feats)
     novel = learner.novelty_from_features(learner.features(view.test_split(view.held_out)[0]))
     labels = np.r_[np.zeros(len(known)), np.ones(len(novel))]
     metrics["auroc"] = auroc(labels, torch.cat([known, novel]).numpy())

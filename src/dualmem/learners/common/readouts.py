@@ -111,16 +111,13 @@ def added_shots_scores(memory: EpisodicMemory, episodes: Episodes,
     return torch.stack(out)
 
 
-def prototype_scores(episodes: Episodes, centre: torch.Tensor | None = None) -> torch.Tensor:
-    """Nearest prototype (Snell et al. 2017; SimpleShot's CL2N, Wang et al. 2019): every feature minus
-    `centre` (a mean of revealed items only, never of the episode's queries), L2-normalised; a class's
-    prototype is the normalised mean of its shots; score = cosine similarity, (E, Q, n_way)."""
-    def norm(x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x if centre is None else x - centre, dim=-1)
-
+def prototype_scores(episodes: Episodes) -> torch.Tensor:
+    """Nearest prototype (Snell et al. 2017) on L2-normalised features: a class's prototype is the
+    normalised mean of its shots; score = cosine similarity, (E, Q, n_way). (Centring first, as in
+    SimpleShot's CL2N, is the caller's: see the dual memory's `centred`.)"""
     onehot = F.one_hot(episodes.support_y, episodes.n_way).float()  # (E, S, C)
-    protos = F.normalize(onehot.transpose(1, 2) @ norm(episodes.support), dim=-1)  # (E, C, d)
-    return norm(episodes.query) @ protos.transpose(1, 2)
+    protos = F.normalize(onehot.transpose(1, 2) @ F.normalize(episodes.support, dim=-1), dim=-1)  # (E, C, d)
+    return F.normalize(episodes.query, dim=-1) @ protos.transpose(1, 2)
 
 
 def shot_calibration(keys: torch.Tensor, labels: torch.Tensor, known: list[int], shots: int,
@@ -142,20 +139,16 @@ def shot_calibration(keys: torch.Tensor, labels: torch.Tensor, known: list[int],
 
 
 def prototypes_with_known(known_means: torch.Tensor, episodes: Episodes, n_known: int,
-                          centre: torch.Tensor | None = None, known_offset: torch.Tensor | None = None
-                          ) -> torch.Tensor:
+                          known_offset: torch.Tensor | None = None) -> torch.Tensor:
     """Generalised (K ∪ U) nearest prototype: K's prototypes are the means of the learner's stored items
     of K (`known_means`, rows in `known` order), U's the means of its shots; `known_offset` (per class of
     K, see `shot_calibration`) is subtracted from K's scores. Every class has exactly one prototype
     whatever its number of items, so a class with one shot can win a query; (E, Q, |K|+|U|)."""
-    def norm(x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x if centre is None else x - centre, dim=-1)
-
     n_new = episodes.n_way - n_known
     onehot = F.one_hot(episodes.support_y - n_known, n_new).float()
-    novel = F.normalize(onehot.transpose(1, 2) @ norm(episodes.support), dim=-1)  # (E, U, d)
-    known = norm(known_means).unsqueeze(0).expand(len(novel), -1, -1)
-    scores = norm(episodes.query) @ torch.cat([known, novel], dim=1).transpose(1, 2)
+    novel = F.normalize(onehot.transpose(1, 2) @ F.normalize(episodes.support, dim=-1), dim=-1)  # (E, U, d)
+    known = F.normalize(known_means, dim=-1).unsqueeze(0).expand(len(novel), -1, -1)
+    scores = F.normalize(episodes.query, dim=-1) @ torch.cat([known, novel], dim=1).transpose(1, 2)
     if known_offset is not None:
         scores[..., :n_known] -= known_offset
     return scores
