@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from dualmem.core.errors import ParamsError
 from dualmem.core.params import Section
-from dualmem.encoders import EncoderParams, random_affine, train_stream_encoder
+from dualmem.encoders import EncoderParams, affine_sampling_grid, random_affine, train_stream_encoder
 from dualmem.evals.recall import age_curve
 from dualmem.evals.recall_memory import knn_recall
 from dualmem.evals.recall_protocol import RecallParams, make_recall_stream
@@ -140,6 +140,16 @@ def test_augmentation_keeps_shape_and_moves_pixels() -> None:
     assert out.shape == x.shape and not torch.allclose(out, x)
     with pytest.raises(ValueError, match="square"):
         random_affine(torch.rand(2, 60), torch.Generator())
+
+
+def test_sampling_grid_is_affine_grids() -> None:
+    """The elementwise grid of random_affine against torch's own, on odd and even sides, a rotation and a
+    shift (bitwise equal on the machine that made the committed results; allclose wherever a bmm fuses)."""
+    g = torch.Generator().manual_seed(0)
+    for side in (5, 28):
+        theta = torch.randn(7, 2, 3, generator=g)
+        expected = F.affine_grid(theta, [7, 1, side, side], align_corners=False)
+        assert torch.allclose(affine_sampling_grid(theta, side), expected, rtol=0, atol=1e-6)
 
 
 # -- readouts -------------------------------------------------------------------------------------

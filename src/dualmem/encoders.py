@@ -91,9 +91,18 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 
     move = (torch.rand(n, 2, generator=generator) * 2 - 1) * 2 * shift
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin, move[:, 0]], 1), torch.stack([sin, cos, move[:, 1]], 1)], 1)
-    images = x.view(n, 1, side, side)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros").view(n, n_pixels)
+    grid = affine_sampling_grid(theta, side)
+    return F.grid_sample(x.view(n, 1, side, side), grid, align_corners=False, padding_mode="zeros").view(n, n_pixels)
+
+
+def affine_sampling_grid(theta: torch.Tensor, side: int) -> torch.Tensor:
+    """F.affine_grid(theta, (n, 1, side, side), align_corners=False), elementwise: x t0 + y t1 + t2 in the
+    order its batched matrix product sums them (bitwise equal here), a third of its time (its bmm of 3-wide
+    rows was an eighth of a sleep)."""
+    line = torch.linspace(-1, 1, side) * (side - 1) / side  # pixel centres, as affine_grid places them
+    x, y = line.repeat(side), line.repeat_interleave(side)  # x runs along a row
+    rows = [x * theta[:, i, 0:1] + y * theta[:, i, 1:2] + theta[:, i, 2:3] for i in (0, 1)]
+    return torch.stack(rows, -1).view(len(theta), side, side, 2)
 
 
 def new_encoder(n_in: int, hidden: list[int], *seed_parts: object) -> Encoder:
