@@ -142,9 +142,9 @@ def test_augmentation_keeps_shape_and_moves_pixels() -> None:
         random_affine(torch.rand(2, 60), torch.Generator())
 
 
-def test_sampling_grid_is_affine_grids() -> None:
-    """The elementwise grid of random_affine against torch's own, on odd and even sides, a rotation and a
-    shift (bitwise equal on the machine that made the committed results; allclose wherever a bmm fuses)."""
+def test_sampling_grid_equals_affine_grid() -> None:
+    """random_affine's elementwise grid against torch's F.affine_grid, random thetas, an odd and an even side
+    (bitwise equal on the machine that made the committed results; allclose where a bmm fuses its sums)."""
     g = torch.Generator().manual_seed(0)
     for side in (5, 28):
         theta = torch.randn(7, 2, 3, generator=g)
