@@ -114,12 +114,12 @@ def copy_of(repo: Path, dest: Path) -> Path:
 
 
 # The module that builds the tiny baseline first, the unit tests while it builds, then the two long end-to-end
-# modules last with a short module of several tests between them. xdist runs a worker's last pending test only
-# once it holds the next one, so the worker that takes the one-test server module at once takes the next module
-# too: were that the README's, one worker would run both long modules while the other sat idle (measured: the
-# baseline worker idle from 394 s to 557 s). With test_report.py between them, the README module is still queued
-# when the baseline's worker frees up, and goes there.
-END_TO_END_ORDER = {"test_pipeline.py": 0, "test_server.py": 2, "test_report.py": 3, "test_readme.py": 4}  # rest: 1
+# modules last with test_clone.py between them. xdist runs a worker's last pending test only once it holds the
+# next one, so the worker that takes the one-test server module at once takes the next module too: were that the
+# README's, one worker would run both long modules while the other sat idle (measured: the baseline's worker idle
+# from 394 s to 557 s). With test_clone.py (two tests, ~40 s) there, the README module is still queued when the
+# baseline's worker frees up and goes there, and the server's worker takes the clone tests off that path.
+END_TO_END_ORDER = {"test_pipeline.py": 0, "test_server.py": 2, "test_clone.py": 3, "test_readme.py": 4}  # rest: 1
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
