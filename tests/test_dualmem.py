@@ -28,7 +28,7 @@ from dualmem.learners.common.readouts import (
     prototypes_with_known,
     shot_calibration,
 )
-from dualmem.memory.episodic import EpisodicMemory, round_to_storage
+from dualmem.memory.episodic import EpisodicMemory, class_means, round_to_storage
 
 from .conftest import digits_stream, perturb_classes
 from .test_leakage import state_tensors
@@ -208,7 +208,8 @@ def test_generalised_prototypes_let_a_one_shot_class_win() -> None:
     memory, episodes, y, known = known_and_novel()
     novel = y >= len(known)
     offset = shot_calibration(memory.keys, memory.labels, known, 1, torch.Generator().manual_seed(0))
-    scores = prototypes_with_known(memory.class_means(known), episodes, len(known), known_offset=offset)[0]
+    means = class_means(memory.keys, memory.labels, known, memory.n_classes)
+    scores = prototypes_with_known(means, episodes, len(known), known_offset=offset)[0]
     hits = scores.argmax(1) == y
     assert hits[novel].float().mean() > 0.5 and hits[~novel].float().mean() > 0.5
     # the flaw it fixes: one stored shot is outvoted by the thousands of K items in a 10-NN vote

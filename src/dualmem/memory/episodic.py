@@ -137,10 +137,6 @@ class EpisodicMemory:
         weights = (1.0 / counts.float())[inverse]
         return torch.multinomial(weights, n, replacement=True, generator=generator)
 
-    def class_means(self, classes: list[int]) -> torch.Tensor:
-        """(len(classes), dim) mean stored key per class (zeros for a class with no item)."""
-        return class_means(self.keys, self.labels, classes, self.n_classes)
-
     def nbytes(self) -> int:
         """Bytes the memory holds: its stored keys plus an int64 label per item."""
         return len(self) * (stored_key_bytes(self.dim, self.storage) + 8)
