@@ -256,6 +256,45 @@ def test_dual_memory_novelty_scores_each_item_alone(digits, tiny_params, one_thr
     assert torch.allclose(alone, together, atol=1e-6)
 
 
+
+def test_key_gives_its_input_part_the_input_weight(digits, tiny_params) -> None:
+    """key = [sqrt(w) input, sqrt(1 - w) features]: a key similarity is w cos(inputs) + (1 - w) cos(features)."""
+    stream = digits_stream(digits)
+    learner = dual_memory(stream, tiny_params, episodic__key="input_and_features", episodic__input_weight=0.8)
+    x = stream.x_train[:20]
+    keys = learner.key(x)
+    assert torch.allclose(keys[:, :64].square().sum(1), torch.full((20,), 0.8))
+    feats = F.normalize(learner.encoder.encode(x), dim=1)
+    inputs = F.normalize(x, dim=1)
+    assert torch.allclose(keys @ keys.T, 0.8 * inputs @ inputs.T + 0.2 * feats @ feats.T, atol=1e-6)
+
+
+def test_novelty_reads_the_keys_at_its_own_input_weight(digits, tiny_params, one_thread) -> None:
+    """Novelty at readout.novelty_input_weight 0.3 over keys stored at 0.8 scores what a memory of keys
+    stored at 0.3 scores; the weight is not ignored (without it the scores differ)."""
+    stream = digits_stream(digits, "openworld")
+    mixed = {"episodic__key": "input_and_features", "encoder__mode": "frozen"}
+    stored_at_08 = dual_memory(stream, tiny_params, **mixed, episodic__input_weight=0.8,
+                               readout__novelty_input_weight=0.3)
+    stored_at_03 = dual_memory(stream, tiny_params, **mixed, episodic__input_weight=0.3)
+    own_weight = dual_memory(stream, tiny_params, **mixed, episodic__input_weight=0.8)
+    x = torch.cat([stream.test_split(stream.classes_up_to(stream.n_tasks - 1))[0],
+                   stream.test_split(stream.held_out)[0]])
+    scores = []
+    for learner in (stored_at_08, stored_at_03, own_weight):
+        run_tasks(learner, stream, stream.n_tasks)
+        scores.append(learner.novelty_from_features(learner.features(x)))
+    assert torch.allclose(scores[0], scores[1], atol=1e-5)
+    assert not torch.allclose(scores[0], scores[2], atol=1e-3)
+
+
+@pytest.mark.parametrize(("key", "value"), [("episodic__input_weight", 1.0), ("episodic__input_weight", 0.0),
+                                            ("readout__novelty_input_weight", 1.0)])
+def test_input_weights_keep_both_parts_of_the_key(key: str, value: float, digits, tiny_params) -> None:
+    with pytest.raises(ParamsError, match=f"learners.dualmem.{key.replace('__', '.')}"):
+        dual_memory(digits_stream(digits), tiny_params, episodic__key="input_and_features", **{key: value})
+
+
 # -- recall ---------------------------------------------------------------------------------------
 def age_spread_is_noise(correct: np.ndarray, bins: int) -> bool:
     """The recall-by-age curve is flat: every bin within 3 binomial standard errors of the mean."""

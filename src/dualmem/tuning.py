@@ -6,7 +6,10 @@ training items are split in two halves, shots from one and queries from the othe
 are training items of the earlier tasks that the memory did not keep. No test item of any class and no
 item of U is read. On this view the Test 2 protocol runs unchanged (`evaluate_fewshot`, ways = the
 pseudo-novel classes), the Test 3 score gives an AUROC of known against pseudo-novel items, and the
-learner's accuracy on the known-class items it did not keep stands in for Test 1 (`acc_known`).
+learner's accuracy on the known-class items it did not keep stands in for Test 1 (`acc_known`). Test 5's
+protocol runs on a recall stream of its own draw (other cue order, targets and corruption) whose cues
+are the training images of the classes the stream has revealed, at each `evaluate_recall.sizes` entry
+within the learner's memory budget (`recall_N`).
 
 `python -m dualmem.tuning [--seeds N] [key=value ...]` prints these for params.yaml with the overrides
 (e.g. `learners.dualmem.encoder.feature_distill=0`); docs/PROTOCOL.md records what was chosen on it.
@@ -24,9 +27,10 @@ import torch
 import yaml
 
 from dualmem.core.params import load_params
-from dualmem.core.seeding import set_threads
+from dualmem.core.seeding import derive_seed, set_threads
 from dualmem.detection_metrics import auroc
 from dualmem.evals.fewshot import FewshotParams, evaluate_learner
+from dualmem.evals.recall_protocol import RecallParams, make_recall_stream
 from dualmem.learners import Learner
 from dualmem.runner import build_learner, open_stream, stream_seeds
 
@@ -86,7 +90,18 @@ def validate(params: dict, seed: int, episodes: int) -> dict[str, float]:
     novel = learner.novelty_from_features(learner.features(view.test_split(view.held_out)[0]))
     labels = np.r_[np.zeros(len(known)), np.ones(len(novel))]
     metrics["auroc"] = auroc(labels, torch.cat([known, novel]).numpy())
-    return metrics
+    return metrics | recall_on_revealed(learner, view, params)
+
+
+def recall_on_revealed(learner: Learner, view: ValidationView, params: dict) -> dict[str, float]:
+    """Test 5's protocol on a stream of its own draw over the revealed classes' training images, at the
+    sizes the learner's memory holds whole."""
+    cfg = RecallParams.from_params(params)
+    budget = learner.episodic.budget or max(cfg.sizes)
+    cfg = replace(cfg, sizes=[n for n in cfg.sizes if n <= budget] or cfg.sizes[:1])
+    revealed = np.flatnonzero(np.isin(view.y.numpy(), [*view.known, *view.held_out]))
+    stream = make_recall_stream(view.x[torch.from_numpy(revealed)], cfg, derive_seed("recall-validation", view.seed))
+    return {f"recall_{n}": value for n, value in learner.recall(stream, cfg).recall.items()}
 
 
 def with_overrides(params: dict, overrides: list[str]) -> dict:

@@ -7,7 +7,9 @@
   (`episodic.budget_items`, or `memory.budget_bytes` / bytes per item), with class-balanced FIFO eviction.
 - Key (`episodic.key`): `features` = the encoder's output, L2-normalised; `input_and_features` = the
   normalised input beside the normalised features (a conjunctive code binding the sensory detail of an
-  episode to its gist, so one item stays distinguishable from its class-mates).
+  episode to its gist, so one item stays distinguishable from its class-mates), the input weighted by
+  `episodic.input_weight` w: key = [sqrt(w) input, sqrt(1 - w) features], unit norm, so a cosine
+  similarity of two keys is w cos(inputs) + (1 - w) cos(features).
 - Sleep (`sleep`, called by the consolidate stage after each task): the slow system — the semantic
   memory, a cosine classifier on the encoder's features, and with `encoder.mode: consolidated` the
   encoder itself — is trained by interleaved, class-balanced replay of the stored items of every class
@@ -21,7 +23,8 @@
 - Capabilities it overrides: few-shot (nearest prototype of the shots, or kNN with k <= shots per class),
   generalised K ∪ U (one prototype per class: K's from its stored items, U's from the shots, K's scores
   calibrated on stored items to what a prototype of that many shots would score), novelty
-  (cosine distance to the `novelty_k`-th nearest stored item) and recall (a fresh episodic memory).
+  (cosine distance to the `novelty_k`-th nearest stored item, the keys' input reweighted to
+  `readout.novelty_input_weight`) and recall (a fresh episodic memory).
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class EpisodicConfig:
     k: int = param(minimum=1)
     temperature: float = param(minimum=1e-6)  # softmax temperature over the k cosine similarities
     key: str = param("features", choices=("features", "input_and_features"))
+    input_weight: float = param(0.5, minimum=0.0, maximum=1.0)  # input_and_features: the input's share, 0 < w < 1
     storage: str = param("raw", choices=("raw", *KEY_STORAGE))  # raw: the uint8 image; else the key
     budget_items: int | None = param(None, minimum=1)  # None: as many as memory.budget_bytes buys
 
@@ -104,6 +108,7 @@ class ReadoutConfig:
     generalised: str = param("prototype", choices=("prototype", "episodic", "full"))  # K ∪ U rule
     novelty_k: int = param(10, minimum=1)  # novelty = 1 - cosine similarity of the k-th nearest item
     centre: str = param("none", choices=("none", "stored"))  # prototypes: CL2N by the mean stored key
+    novelty_input_weight: float | None = param(None, minimum=0.0, maximum=1.0)  # None: the key's own
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,13 @@ class DualMemoryLearner(Learner):
         if cfg.encoder.mode != "frozen" and cfg.encoder.augment and math.isqrt(n_pixels) ** 2 != n_pixels:
             raise ParamsError("learners.dualmem.encoder.augment", f"needs square images, and an input has "
                               f"{n_pixels} values", "set it to false for inputs that are not square images")
+        if cfg.episodic.key == "input_and_features":
+            for key, weight in (("episodic.input_weight", cfg.episodic.input_weight),
+                                ("readout.novelty_input_weight", cfg.readout.novelty_input_weight)):
+                if weight is not None and not 0.0 < weight < 1.0:
+                    raise ParamsError(f"learners.dualmem.{key}", f"is {weight}, but the key input_and_features "
+                                      "needs both its parts", "use a value strictly between 0 and 1 (or "
+                                      "learners.dualmem.episodic.key: features for features alone)")
         self.encoder = copy.deepcopy(ctx.encoder).eval()
         epi, sem = cfg.episodic, cfg.semantic
         self.episodic = EpisodicMemory(self.key_dim, ctx.n_classes, k=epi.k, temperature=epi.temperature,
@@ -163,17 +175,35 @@ class DualMemoryLearner(Learner):
             return self.cfg.episodic.budget_items
         return self.ctx.item_capacity(self.feature_item_bytes(), self.name)
 
+    @property
+    def input_dim(self) -> int:
+        """Width of the key's input part (0 for a key of features only)."""
+        return self.key_dim - self.encoder.out_dim
+
     @torch.no_grad()
     def key(self, x: torch.Tensor) -> torch.Tensor:
-        """The episodic key of inputs x (unit norm): normalised features, or [input, features] / sqrt 2;
-        made a batch of the encoder at a time into one buffer."""
+        """The episodic key of inputs x (unit norm): normalised features, or [sqrt(w) normalised input,
+        sqrt(1 - w) normalised features] with w = `episodic.input_weight`; made a batch of the encoder at a
+        time into one buffer."""
         keys = torch.empty(len(x), self.key_dim)
+        w, d = self.cfg.episodic.input_weight, self.input_dim
         for start in range(0, len(x), ENCODE_BATCH):
-            rows = x[start : start + ENCODE_BATCH]
-            keys[start : start + len(rows), -self.encoder.out_dim :] = F.normalize(self.encoder.encode(rows), dim=1)
-            if self.cfg.episodic.key == "input_and_features":
-                keys[start : start + len(rows), : x.shape[1]] = F.normalize(rows, dim=1)
-        return keys if self.cfg.episodic.key == "features" else keys.div_(math.sqrt(2.0))
+            rows, part = x[start : start + ENCODE_BATCH], slice(start, start + ENCODE_BATCH)
+            keys[part, d:] = F.normalize(self.encoder.encode(rows), dim=1)
+            if d:
+                keys[part, d:] *= math.sqrt(1.0 - w)
+                keys[part, :d] = F.normalize(rows, dim=1).mul_(math.sqrt(w))
+        return keys
+
+    def reweighted(self, keys: torch.Tensor, input_weight: float | None) -> torch.Tensor:
+        """Keys with their input part weighted by `input_weight` instead of `episodic.input_weight`
+        (still unit norm); as they are where there is no input part or no other weight."""
+        w, d = self.cfg.episodic.input_weight, self.input_dim
+        if input_weight is None or d == 0 or input_weight == w:
+            return keys
+        scale = torch.full((keys.shape[1],), math.sqrt((1.0 - input_weight) / (1.0 - w)))
+        scale[:d] = math.sqrt(input_weight / w)
+        return keys * scale
 
     def semantic_input(self, keys: torch.Tensor) -> torch.Tensor:
         """The encoder-feature part of keys (the semantic memory's input)."""
@@ -326,8 +356,13 @@ class DualMemoryLearner(Learner):
 
     @torch.no_grad()
     def novelty_from_features(self, feats: torch.Tensor) -> torch.Tensor:
-        k = min(self.cfg.readout.novelty_k, len(self.episodic))
-        return 1.0 - self.episodic.read(feats, k=k).kth_similarity
+        """1 - cosine similarity of the `novelty_k`-th nearest stored item, both keys' input part weighted
+        by `readout.novelty_input_weight`."""
+        weight = self.cfg.readout.novelty_input_weight
+        memory = copy.copy(self.episodic)
+        memory.keys = self.reweighted(self.episodic.keys, weight)
+        k = min(self.cfg.readout.novelty_k, len(memory))
+        return 1.0 - memory.read(self.reweighted(feats, weight), k=k).kth_similarity
 
     def recall(self, stream: RecallStream, cfg: RecallParams, progress: bool = False) -> RecallOutcome:
         """A fresh episodic memory of this learner's keys within its budget, charged its bytes per item."""
