@@ -276,8 +276,10 @@ def test_novelty_reads_the_keys_at_its_own_input_weight(digits, tiny_params, one
     mixed = {"episodic__key": "input_and_features", "encoder__mode": "frozen"}
     stored_at_08 = dual_memory(stream, tiny_params, **mixed, episodic__input_weight=0.8,
                                readout__novelty_input_weight=0.3)
-    stored_at_03 = dual_memory(stream, tiny_params, **mixed, episodic__input_weight=0.3)
-    own_weight = dual_memory(stream, tiny_params, **mixed, episodic__input_weight=0.8)
+    stored_at_03 = dual_memory(stream, tiny_params, **mixed, episodic__input_weight=0.3,
+                               readout__novelty_input_weight=None)
+    own_weight = dual_memory(stream, tiny_params, **mixed, episodic__input_weight=0.8,
+                             readout__novelty_input_weight=None)
     x = torch.cat([stream.test_split(stream.classes_up_to(stream.n_tasks - 1))[0],
                    stream.test_split(stream.held_out)[0]])
     scores = []
