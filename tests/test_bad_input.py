@@ -66,6 +66,8 @@ SEQUENTIAL = ("sequential.py", "--stream", "continual", "--learner")
         ({"learners__finetune__lr": "fast"}, "learners.finetune.lr", (*SEQUENTIAL, "finetune")),
         ({"learners__finetune__epoch": 3}, "learners.finetune.epoch", (*SEQUENTIAL, "finetune")),
         ({"learners__dualmem__episodic__k": 0}, "learners.dualmem.episodic.k", (*SEQUENTIAL, "dualmem")),
+        ({"learners__dualmem__episodic__input_weight": 1.0}, "learners.dualmem.episodic.input_weight",
+         ("prepare.py",)),
         ({"memory__budget_bytes": "big"}, "memory.budget_bytes", (*SEQUENTIAL, "finetune")),
         ({"memory__budget_bytes": 0}, "memory.budget_bytes", (*SEQUENTIAL, "finetune")),
         ({"consolidate__learners": ["finetune"]}, "consolidate.learners",

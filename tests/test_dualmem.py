@@ -256,7 +256,6 @@ def test_dual_memory_novelty_scores_each_item_alone(digits, tiny_params, one_thr
     assert torch.allclose(alone, together, atol=1e-6)
 
 
-
 def test_key_gives_its_input_part_the_input_weight(digits, tiny_params) -> None:
     """key = [sqrt(w) input, sqrt(1 - w) features]: a key similarity is w cos(inputs) + (1 - w) cos(features)."""
     stream = digits_stream(digits)

@@ -40,7 +40,7 @@ from torch.nn import functional as F
 
 from dualmem.core.errors import ParamsError
 from dualmem.core.optim import adam
-from dualmem.core.params import param
+from dualmem.core.params import Section, param
 from dualmem.core.seeding import derive_seed, seeded_generator
 from dualmem.data.stream import Task
 from dualmem.encoders import ENCODE_BATCH, random_affine
@@ -125,6 +125,19 @@ class DualMemoryLearner(Learner):
     Config = DualMemoryConfig
     has_sleep = True
 
+    @classmethod
+    def parse(cls, section: Section) -> DualMemoryConfig:
+        """The validated config; the input weights of a key input_and_features keep both its parts."""
+        cfg = super().parse(section)
+        if cfg.episodic.key == "input_and_features":
+            for key, weight in (("episodic.input_weight", cfg.episodic.input_weight),
+                                ("readout.novelty_input_weight", cfg.readout.novelty_input_weight)):
+                if weight is not None and not 0.0 < weight < 1.0:
+                    raise ParamsError(section.key(key), f"is {weight}, but the key input_and_features needs "
+                                      "both its parts", "use a value strictly between 0 and 1 (or "
+                                      f"{section.key('episodic.key')}: features for features alone)")
+        return cfg
+
     def __init__(self, cfg: DualMemoryConfig, ctx: LearnerContext) -> None:
         super().__init__(cfg, ctx)
         if cfg.encoder.mode != "frozen" and cfg.episodic.storage != "raw":
@@ -135,13 +148,6 @@ class DualMemoryLearner(Learner):
         if cfg.encoder.mode != "frozen" and cfg.encoder.augment and math.isqrt(n_pixels) ** 2 != n_pixels:
             raise ParamsError("learners.dualmem.encoder.augment", f"needs square images, and an input has "
                               f"{n_pixels} values", "set it to false for inputs that are not square images")
-        if cfg.episodic.key == "input_and_features":
-            for key, weight in (("episodic.input_weight", cfg.episodic.input_weight),
-                                ("readout.novelty_input_weight", cfg.readout.novelty_input_weight)):
-                if weight is not None and not 0.0 < weight < 1.0:
-                    raise ParamsError(f"learners.dualmem.{key}", f"is {weight}, but the key input_and_features "
-                                      "needs both its parts", "use a value strictly between 0 and 1 (or "
-                                      "learners.dualmem.episodic.key: features for features alone)")
         self.encoder = copy.deepcopy(ctx.encoder).eval()
         epi, sem = cfg.episodic, cfg.semantic
         self.episodic = EpisodicMemory(self.key_dim, ctx.n_classes, k=epi.k, temperature=epi.temperature,
