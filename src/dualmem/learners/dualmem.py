@@ -193,11 +193,11 @@ class DualMemoryLearner(Learner):
         time into one buffer."""
         keys = torch.empty(len(x), self.key_dim)
         w, d = self.cfg.episodic.input_weight, self.input_dim
+        feature_scale = math.sqrt(1.0 - w) if d else 1.0
         for start in range(0, len(x), ENCODE_BATCH):
             rows, part = x[start : start + ENCODE_BATCH], slice(start, start + ENCODE_BATCH)
-            keys[part, d:] = F.normalize(self.encoder.encode(rows), dim=1)
+            keys[part, d:] = F.normalize(self.encoder.encode(rows), dim=1).mul_(feature_scale)
             if d:
-                keys[part, d:] *= math.sqrt(1.0 - w)
                 keys[part, :d] = F.normalize(rows, dim=1).mul_(math.sqrt(w))
         return keys
 
