@@ -20,6 +20,7 @@ from dualmem.evals.fewshot import EpisodeSampler, FewshotParams, evaluate_learne
 from dualmem.learners import Learner, LearnerContext, learner_class
 from dualmem.learners.common.base import check_unrevealed
 from dualmem.learners.common.readouts import HeadFit, fit_heads
+from dualmem.tuning import ValidationView
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
@@ -218,3 +219,19 @@ def test_leaked_learner_is_refused(stream: Stream) -> None:
     learner.observe(x[:2], y[:2], np.full(2, -1))  # two items of unrevealed classes, written anyway
     with pytest.raises(LeakageError):
         check_unrevealed(learner, stream.held_out)
+
+
+@pytest.mark.parametrize("held_out_tasks", [1, 2])
+def test_validation_holds_out_the_last_tasks_of_k_and_never_reads_u(held_out_tasks: int) -> None:
+    stream = make_stream()
+    stored = stream.task(0).ids[:5]
+    view = ValidationView(stream, stored, held_out_tasks)
+    last = range(stream.n_tasks - held_out_tasks, stream.n_tasks)
+    assert view.held_out == [c for i in last for c in stream.task_classes(i)]
+    assert sorted(view.known + view.held_out) == sorted(stream.classes_up_to(stream.n_tasks - 1))
+    assert not set(view.held_out) & set(stream.held_out)
+    shots_y, queries_y = view.train_split(view.held_out)[1], view.test_split(view.held_out)[1]
+    assert set(shots_y.tolist()) == set(queries_y.tolist()) == set(view.held_out)
+    assert not np.intersect1d(view.shot_ids, view.query_ids).size  # a query is never a shot
+    assert set(view.test_split(view.known)[1].tolist()) == set(view.known)
+    assert not np.isin(stored, view.known_ids).any()  # known-class queries are items the memory did not keep

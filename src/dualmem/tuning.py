@@ -1,8 +1,9 @@
 """The validation protocol on which the dual memory's hyperparameters are chosen: revealed data only.
 
-On each open-world seed the learner runs the stream's tasks but the last (wake, then sleep). The classes
-of the last task of K — data the stream reveals, never a class of U — play the novel classes: their
-training items are split in two halves, shots from one and queries from the other. Known-class queries
+On each open-world seed the learner runs the stream's tasks but the last h (`--held-out-tasks`, 1 by
+default; wake, then sleep). The classes of those last tasks of K — data the stream reveals, never a class
+of U — play the novel classes: their training items are split in two halves, shots from one and queries
+from the other. Known-class queries
 are training items of the earlier tasks that the memory did not keep. No test item of any class and no
 item of U is read. On this view the Test 2 protocol runs unchanged (`evaluate_fewshot`, ways = the
 pseudo-novel classes), the Test 3 score gives an AUROC of known against pseudo-novel items, and the
@@ -37,19 +38,23 @@ from dualmem.runner import build_learner, open_stream, stream_seeds
 LEARNER = "dualmem"
 
 
+class HeldOutTasksError(ValueError):
+    pass
+
+
 class ValidationView:
     """What `evaluate_fewshot` reads of a stream, cut from the data a stream of n tasks reveals: the
-    first n - 1 tasks are known, the last task's classes play the held-out ones."""
+    first n - h tasks are known, the last h tasks' classes play the held-out ones."""
 
-    def __init__(self, stream, stored_ids: np.ndarray) -> None:
+    def __init__(self, stream, stored_ids: np.ndarray, held_out_tasks: int = 1) -> None:
         self.seed = stream.seed
-        self.n_tasks = stream.n_tasks - 1
+        self.n_tasks = stream.n_tasks - held_out_tasks
         self.known = stream.classes_up_to(self.n_tasks - 1)
-        self.held_out = list(stream.task_classes(self.n_tasks))
-        last = stream.task(self.n_tasks)
-        order = np.random.default_rng([stream.seed, 0x7A1]).permutation(len(last.ids))
+        held_out_ids = np.concatenate([stream.task(i).ids for i in range(self.n_tasks, stream.n_tasks)])
+        self.held_out = [c for i in range(self.n_tasks, stream.n_tasks) for c in stream.task_classes(i)]
+        order = np.random.default_rng([stream.seed, 0x7A1]).permutation(len(held_out_ids))
         half = len(order) // 2
-        self.shot_ids, self.query_ids = last.ids[order[:half]], last.ids[order[half:]]
+        self.shot_ids, self.query_ids = held_out_ids[order[:half]], held_out_ids[order[half:]]
         known_ids = np.flatnonzero(np.isin(stream.dataset.y_train, self.known))
         self.known_ids = np.setdiff1d(known_ids, stored_ids)
         self.x, self.y = stream.x_train, stream.y_train
@@ -68,18 +73,21 @@ class ValidationView:
         return self.rows(self.query_ids if set(classes) == set(self.held_out) else self.known_ids)
 
 
-def learner_on_known_tasks(params: dict, seed: int) -> tuple[Learner, ValidationView]:
+def learner_on_known_tasks(params: dict, seed: int, held_out_tasks: int = 1) -> tuple[Learner, ValidationView]:
     stream = open_stream(params, "openworld", seed)
+    if not 1 <= held_out_tasks < stream.n_tasks:
+        raise HeldOutTasksError(f"--held-out-tasks is {held_out_tasks}; give 1 to {stream.n_tasks - 1} (the stream "
+                                f"reveals {stream.n_tasks} tasks, and one must stay known)")
     learner = build_learner(params, LEARNER, stream)
-    for index in range(stream.n_tasks - 1):
+    for index in range(stream.n_tasks - held_out_tasks):
         task = stream.task(index)
         learner.learn_task(task)
         learner.sleep(task)
-    return learner, ValidationView(stream, np.asarray(learner.episodic.ids))
+    return learner, ValidationView(stream, np.asarray(learner.episodic.ids), held_out_tasks)
 
 
-def validate(params: dict, seed: int, episodes: int) -> dict[str, float]:
-    learner, view = learner_on_known_tasks(params, seed)
+def validate(params: dict, seed: int, episodes: int, held_out_tasks: int = 1) -> dict[str, float]:
+    learner, view = learner_on_known_tasks(params, seed, held_out_tasks)
     cfg = FewshotParams.from_params(params)
     cfg = replace(cfg, ways=len(view.held_out), episodes=episodes, gen_episodes=min(cfg.gen_episodes, episodes))
     metrics, _ = evaluate_learner(learner, view, cfg)
@@ -119,13 +127,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dualmem.tuning", description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3, help="first N open-world seeds")
     parser.add_argument("--episodes", type=int, default=300)
+    parser.add_argument("--held-out-tasks", type=int, default=1,
+                        help="last tasks of K whose classes play the novel ones (2: 4-way, as Test 2)")
     parser.add_argument("overrides", nargs="*", help="key=value changes to params.yaml")
     args = parser.parse_args(argv)
     params = with_overrides(load_params(), args.overrides)
     set_threads(params)
-    per_seed = [validate(params, seed, args.episodes) for seed in stream_seeds(params, "openworld")[: args.seeds]]
+    seeds = stream_seeds(params, "openworld")[: args.seeds]
+    try:
+        per_seed = [validate(params, seed, args.episodes, args.held_out_tasks) for seed in seeds]
+    except HeldOutTasksError as error:
+        parser.error(str(error))
     means = {key: round(float(np.mean([m[key] for m in per_seed])), 4) for key in per_seed[0]}
-    json.dump({"overrides": args.overrides, "seeds": args.seeds, "validation": means}, sys.stdout)
+    json.dump({"overrides": args.overrides, "seeds": args.seeds, "held_out_tasks": args.held_out_tasks,
+               "validation": means}, sys.stdout)
     print()
 
 
