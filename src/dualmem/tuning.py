@@ -3,17 +3,17 @@
 On each open-world seed the learner runs the stream's tasks but the last h (`--held-out-tasks`, 1 by
 default; wake, then sleep). The classes of those last tasks of K — data the stream reveals, never a class
 of U — play the novel classes: their training items are split in two halves, shots from one and queries
-from the other. Known-class queries
-are training items of the earlier tasks that the memory did not keep. No test item of any class and no
-item of U is read. On this view the Test 2 protocol runs unchanged (`evaluate_fewshot`, ways = the
-pseudo-novel classes), the Test 3 score gives an AUROC of known against pseudo-novel items, and the
-learner's accuracy on the known-class items it did not keep stands in for Test 1 (`acc_known`). Test 5's
-protocol runs on a recall stream of its own draw (other cue order, targets and corruption) whose cues
-are the training images of the classes the stream has revealed, at each `evaluate_recall.sizes` entry
-within the learner's memory budget (`recall_N`).
+from the other. Known-class queries are training items of the earlier tasks that the memory did not keep.
+No test item of any class and no item of U is read. On this view the Test 2 protocol runs unchanged
+(`evaluate_fewshot`, ways = the pseudo-novel classes), the Test 3 score gives an AUROC of known against
+pseudo-novel items, and the learner's accuracy on the known-class items it did not keep stands in for
+Test 1 (`acc_known`). Test 5's protocol runs on a recall stream of its own draw (other cue order, targets
+and corruption) whose cues are the training images of the classes the stream has revealed, at each
+`evaluate_recall.sizes` entry within the learner's memory budget (`recall_N`).
 
-`python -m dualmem.tuning [--seeds N] [key=value ...]` prints these for params.yaml with the overrides
-(e.g. `learners.dualmem.encoder.feature_distill=0`); docs/PROTOCOL.md records what was chosen on it.
+`python -m dualmem.tuning [--seeds N] [--held-out-tasks H] [key=value ...]` prints these for params.yaml
+with the overrides (e.g. `learners.dualmem.encoder.feature_distill=0`); docs/PROTOCOL.md records what was
+chosen on it.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ LEARNER = "dualmem"
 
 
 class HeldOutTasksError(ValueError):
-    pass
+    """--held-out-tasks leaves no known task, or asks for more tasks than the stream has."""
 
 
 class ValidationView:
