@@ -50,8 +50,9 @@ class ValidationView:
         self.seed = stream.seed
         self.n_tasks = stream.n_tasks - held_out_tasks
         self.known = stream.classes_up_to(self.n_tasks - 1)
-        held_out_ids = np.concatenate([stream.task(i).ids for i in range(self.n_tasks, stream.n_tasks)])
-        self.held_out = [c for i in range(self.n_tasks, stream.n_tasks) for c in stream.task_classes(i)]
+        held_out_tasks = [stream.task(i) for i in range(self.n_tasks, stream.n_tasks)]
+        held_out_ids = np.concatenate([task.ids for task in held_out_tasks])
+        self.held_out = [c for task in held_out_tasks for c in task.classes]
         order = np.random.default_rng([stream.seed, 0x7A1]).permutation(len(held_out_ids))
         half = len(order) // 2
         self.shot_ids, self.query_ids = held_out_ids[order[:half]], held_out_ids[order[half:]]
